@@ -1,0 +1,5 @@
+"""Model registry: every architecture by name."""
+
+from maskstudy.registry import Registry
+
+MODELS: Registry = Registry("model")

@@ -1,0 +1,5 @@
+"""Pruning criteria registry."""
+
+from maskstudy.registry import Registry
+
+CRITERIA: Registry = Registry("criterion")

@@ -1,0 +1,279 @@
+"""Typed, validated run configuration; a run's identity is the hash of its non-default fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from maskstudy.errors import ConfigError
+from maskstudy.runs.steps import check_steps
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+SCOPES = ("layer", "global")
+ROUNDINGS = ("round", "ceil", "floor")
+INITS = ("kaiming_normal", "kaiming_uniform", "glorot_normal", "glorot_uniform")
+REGIMES = ("finetune", "rewind", "reinit", "random_mask")
+
+
+def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _positive(value: Any, name: str, *, zero_ok: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{name} = {value!r} must be a number {bound}")
+
+
+def _fraction(value: Any, name: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0 < value < 1:
+        raise ConfigError(f"{name} = {value!r} must be a fraction strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"
+    val_size: int = 0  # training examples held out as a validation split
+    augment: bool = False  # pad-4 crop + flip on training batches (CIFAR)
+    synthetic_shape: tuple[int, ...] = (1, 8, 8)  # only for name = "synthetic"
+    synthetic_classes: int = 10
+    synthetic_size: int = 2048
+
+    def __post_init__(self) -> None:
+        from maskstudy.data import DATASETS
+
+        DATASETS.get(self.name)
+        _positive(self.val_size, "data.val_size", zero_ok=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "lenet300_100"
+    init: str = "kaiming_normal"
+    width: float = 1.0  # channel / unit multiplier (Rethinking's smaller target architectures)
+
+    def __post_init__(self) -> None:
+        from maskstudy.models import MODELS
+
+        MODELS.get(self.name)
+        _choice(self.init, INITS, "model.init")
+        _positive(self.width, "model.width")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    duration: str = "10ep"  # training length per level: '<n>ep' or '<n>it'
+    schedule: str = "constant"  # constant | step (milestones × gamma) | cosine
+    milestones: tuple[str, ...] = ()  # for schedule = 'step', e.g. ('80ep', '120ep')
+    gamma: float = 0.1
+    warmup: str = "0it"  # linear learning-rate warm-up from 0
+    eval_every: str = "1ep"  # evaluation period
+
+    def __post_init__(self) -> None:
+        _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
+        _choice(self.schedule, SCHEDULES, "train.schedule")
+        _positive(self.lr, "train.lr")
+        _positive(self.momentum, "train.momentum", zero_ok=True)
+        _positive(self.weight_decay, "train.weight_decay", zero_ok=True)
+        _positive(self.gamma, "train.gamma")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"train.batch_size = {self.batch_size!r} must be an integer >= 1")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("train.nesterov = true needs train.momentum > 0")
+        for name in ("duration", "warmup", "eval_every"):
+            check_steps(getattr(self, name), f"train.{name}")
+        for m in self.milestones:
+            check_steps(m, "train.milestones")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    criterion: str = "magnitude"
+    amount: float = 0.2  # fraction of the still-unpruned weights removed per level
+    scope: str = "layer"  # layer | global
+    layer_amounts: dict[str, float] = field(default_factory=dict)  # per-tensor overrides
+    exclude: tuple[str, ...] = ()  # tensors never pruned
+    rounding: str = "round"  # how amount × alive becomes a count (torch.nn.utils.prune: round)
+    n: int = 1  # norm order for ln_structured
+    dim: int = 0  # ln/random_structured: 0 = filters (outputs), 1 = input channels
+
+    def __post_init__(self) -> None:
+        from maskstudy.pruning import CRITERIA
+
+        CRITERIA.get(self.criterion)
+        _fraction(self.amount, "prune.amount")
+        _choice(self.scope, SCOPES, "prune.scope")
+        _choice(self.rounding, ROUNDINGS, "prune.rounding")
+        for name, amount in self.layer_amounts.items():
+            _fraction(amount, f"prune.layer_amounts[{name!r}]")
+        if self.dim not in (0, 1):
+            raise ConfigError(f"prune.dim = {self.dim!r} must be 0 (filters) or 1 (channels)")
+        if self.n not in (1, 2):
+            raise ConfigError(f"prune.n = {self.n!r} must be 1 or 2")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    regime: str = "rewind"  # finetune | rewind | reinit | random_mask
+    rewind_to: str = "0it"  # rewind point k of the dense run ('0it' = the lottery ticket)
+    levels: int = 5  # pruning levels after the dense level 0 (not part of the run id)
+    seed: int = 0  # init seed; data order and pruning randomness derive from it
+
+    def __post_init__(self) -> None:
+        _choice(self.regime, REGIMES, "regime")
+        check_steps(self.rewind_to, "rewind_to")
+        if not isinstance(self.levels, int) or isinstance(self.levels, bool) or self.levels < 0:
+            raise ConfigError(f"levels = {self.levels!r} must be an integer >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
+
+    # --- identity -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    def run_id(self) -> str:
+        """Readable prefix + hash of the non-default fields (``levels`` excluded)."""
+        body = json.dumps(_non_default(self), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+        return f"{self.model.name}-{self.data.name}-{self.prune.criterion}-{self.regime}-s{self.seed}-{digest}"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build from a (possibly partial) nested dict; unknown keys raise ConfigError."""
+        return _build(cls, d, "")
+
+    def replace(self, overrides: dict[str, Any]) -> RunConfig:
+        """A copy with dotted-path overrides applied, e.g. ``{"train.lr": 0.01}``."""
+        d = self.to_dict()
+        for path, value in overrides.items():
+            node = d
+            *parents, leaf = path.split(".")
+            for i, key in enumerate(parents):
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(_unknown_field(".".join(parents[: i + 1]), cls=RunConfig))
+                node = node[key]
+            if leaf not in node:
+                raise ConfigError(_unknown_field(path, cls=RunConfig))
+            node[leaf] = value
+        return RunConfig.from_dict(d)
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set key=value`` value: JSON when it parses (numbers, lists, true), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _non_default(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        if f.name == "levels":
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = _non_default(value)
+            if sub:
+                out[f.name] = sub
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if _jsonable(value) != _jsonable(default):
+            out[f.name] = _jsonable(value)
+    return out
+
+
+def _unknown_field(path: str, cls: type) -> str:
+    return f"unknown config field {path!r}; valid fields: {', '.join(field_paths(cls))}"
+
+
+def field_paths(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted field name of a config class (what ``--set`` accepts)."""
+    hints = typing.get_type_hints(cls)
+    paths: list[str] = []
+    for f in fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            paths += field_paths(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r} must be a list")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, path) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r} must be a table of name = value")
+        return {str(k): _coerce(v, float, f"{path}[{k!r}]") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path} = {value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} = {value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r} must be a string")
+        return value
+    return value
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(_unknown_field(prefix + unknown[0], cls=RunConfig))
+    kwargs = {}
+    for key, value in d.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    return cls(**kwargs)
