@@ -10,10 +10,11 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread for every test (set before module fixtures train anything):
+    results are bit-reproducible only at a fixed thread count."""
     torch.set_num_threads(1)
-    yield
 
 
 @pytest.fixture

@@ -51,7 +51,11 @@ class Data:
     def to(self, device: torch.device | str) -> Data:
         val = self.val.to(device) if self.val is not None else None
         return Data(
-            self.name, self.train.to(device), self.test.to(device), self.num_classes, val,
+            self.name,
+            self.train.to(device),
+            self.test.to(device),
+            self.num_classes,
+            val,
             self.augment,
         )
 

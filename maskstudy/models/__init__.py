@@ -1,5 +1,62 @@
-"""Model registry: every architecture by name."""
+"""Model registry: every architecture by name, built deterministically from a seed."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from maskstudy.models.convnets import PLANS, conv_fc
+from maskstudy.models.init import initialise_
+from maskstudy.models.resnet import DEPTHS, cifar_resnet
+from maskstudy.models.vgg import VGG_PLANS, cifar_vgg
 from maskstudy.registry import Registry
 
-MODELS: Registry = Registry("model")
+Builder = Callable[[tuple[int, ...], int, float], nn.Module]
+MODELS: Registry[Builder] = Registry("model")
+
+for _name in PLANS:
+    MODELS.register(_name)(lambda shape, classes, width, n=_name: conv_fc(n, shape, classes, width))
+for _name in VGG_PLANS:
+    MODELS.register(_name)(
+        lambda shape, classes, width, n=_name: cifar_vgg(n, shape, classes, width)
+    )
+for _name in DEPTHS:
+    MODELS.register(_name)(
+        lambda shape, classes, width, n=_name: cifar_resnet(n, shape, classes, width)
+    )
+
+
+def build(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    init: str = "kaiming_normal",
+    width: float = 1.0,
+    seed: int = 0,
+) -> nn.Module:
+    """Model ``name`` for inputs of ``input_shape``, initialised by ``init`` from ``seed``.
+
+    The same arguments always give bit-identical weights (built on the CPU under a forked RNG,
+    so the global random state is untouched). The model has an ``output_layer`` attribute
+    naming its classifier weight.
+    """
+    builder = MODELS.get(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = builder(tuple(input_shape), num_classes, width)
+        initialise_(model, init)
+    return model
+
+
+def prunable_weight_count(model: nn.Module) -> int:
+    """Number of weights in Linear/Conv layers (what the papers count as prunable)."""
+    from maskstudy.pruning.masks import prunable_names
+
+    params = dict(model.named_parameters())
+    return sum(params[name].numel() for name in prunable_names(model))
+
+
+__all__ = ["MODELS", "build", "prunable_weight_count"]
