@@ -57,7 +57,9 @@ def apply_mask_(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     check_mask(mask, params)
     names = list(mask)
     if names:
-        torch._foreach_mul_([params[n] for n in names], [mask[n].to(params[n].dtype) for n in names])
+        torch._foreach_mul_(
+            [params[n] for n in names], [mask[n].to(params[n].dtype) for n in names]
+        )
 
 
 def kept_total(mask: Mapping[str, torch.Tensor]) -> tuple[int, int]:

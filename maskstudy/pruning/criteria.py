@@ -1,0 +1,229 @@
+"""Pruning criteria and ``prune``: one level of iterative pruning, mask in → mask out.
+
+Semantics follow torch.nn.utils.prune applied iteratively: ``amount`` is the fraction of the
+weights (or, for structured criteria, of the slices) still alive that this call removes, and
+the count is ``round(amount × alive)``. Unstructured criteria rank individual weights;
+structured criteria rank whole slices along ``dim`` (0 = output filters/units, 1 = input
+channels) by a score, exactly as ``ln_structured`` does inside a PruningContainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from maskstudy.errors import ConfigError
+from maskstudy.pruning.masks import Mask, check_mask
+from maskstudy.registry import Registry
+
+Tensor = torch.Tensor
+Scorer = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A named scoring rule: low scores are pruned first.
+
+    ``structured`` criteria score slices along ``dim`` and prune whole slices; the others
+    score every weight.
+    """
+
+    score: Scorer
+    structured: bool = False
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+ROUNDERS: dict[str, Callable[[float], int]] = {
+    "round": round,
+    "ceil": math.ceil,
+    "floor": math.floor,
+}
+
+
+def _register(name: str, structured: bool = False) -> Callable[[Scorer], Scorer]:
+    def add(score: Scorer) -> Scorer:
+        CRITERIA.register(name)(Criterion(score, structured))
+        return score
+
+    return add
+
+
+@_register("magnitude")
+def magnitude_scores(w: Tensor, **_: object) -> Tensor:
+    """|w|: the lottery-ticket criterion (l1_unstructured / global_unstructured)."""
+    return w.abs()
+
+
+@_register("random")
+def random_scores(w: Tensor, *, generator: torch.Generator | None = None, **_: object) -> Tensor:
+    """Uniform noise: a random mask with the same counts as magnitude pruning."""
+    return torch.rand(w.shape, generator=generator).to(w.device)
+
+
+@_register("ln_structured", structured=True)
+def ln_scores(w: Tensor, *, n: int = 1, dim: int = 0, **_: object) -> Tensor:
+    """L_n norm of every slice along ``dim`` (torch.nn.utils.prune.ln_structured)."""
+    others = [d for d in range(w.dim()) if d != dim]
+    return torch.norm(w, p=n, dim=others)
+
+
+@_register("random_structured", structured=True)
+def random_slice_scores(
+    w: Tensor, *, dim: int = 0, generator: torch.Generator | None = None, **_: object
+) -> Tensor:
+    """Uniform noise per slice along ``dim``: random filters (dim 0) or channels (dim 1)."""
+    return torch.rand(w.shape[dim], generator=generator).to(w.device)
+
+
+def prune_count(amount: float, alive: int, rounding: str = "round") -> int:
+    """How many of ``alive`` weights (or slices) a level removes: rounding(amount × alive)."""
+    if rounding not in ROUNDERS:
+        raise ConfigError(
+            f"rounding = {rounding!r} is not allowed; choose one of: {', '.join(ROUNDERS)}"
+        )
+    return min(alive, int(ROUNDERS[rounding](amount * alive)))
+
+
+def _check_amount(amount: float, where: str) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount <= 1:
+        raise ConfigError(
+            f"{where} = {amount!r} must be a fraction between 0 and 1 (of the weights still alive)"
+        )
+
+
+def _drop_lowest(scores: Tensor, count: int) -> Tensor:
+    """Bool keep-vector over ``scores`` (1-D) with the ``count`` lowest set False (torch's topk)."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if count:
+        keep[torch.topk(scores, k=count, largest=False).indices] = False
+    return keep
+
+
+def _unstructured(score: Tensor, mask: Tensor, amount: float, rounding: str) -> Tensor:
+    """Drop the lowest-scored ``amount`` of the alive weights of one tensor (l1_unstructured)."""
+    alive = mask.reshape(-1)
+    new = alive.clone()
+    new[alive] = _drop_lowest(
+        score.reshape(-1)[alive], prune_count(amount, int(alive.sum()), rounding)
+    )
+    return new.view(mask.shape)
+
+
+def _structured(
+    name: str,
+    w: Tensor,
+    mask: Tensor,
+    crit: Criterion,
+    amount: float,
+    dim: int,
+    rounding: str,
+    options: dict,
+) -> Tensor:
+    """Prune whole slices among the slices still alive, as torch's PruningContainer does."""
+    if dim >= w.dim():
+        raise ConfigError(f"cannot prune {name} (shape {tuple(w.shape)}) along dim={dim}")
+    others = [d for d in range(w.dim()) if d != dim]
+    live_slices = mask.sum(dim=others) != 0
+    index = [slice(None)] * w.dim()
+    index[dim] = live_slices
+    sub_w, sub_mask = (w * mask)[tuple(index)], mask[tuple(index)]
+    slices = sub_w.shape[dim]
+    keep_slice = _drop_lowest(crit.score(sub_w, **options), prune_count(amount, slices, rounding))
+    shape = [1] * w.dim()
+    shape[dim] = slices
+    new = mask.clone()
+    new[tuple(index)] = sub_mask & keep_slice.view(shape)
+    return new
+
+
+def _global(
+    names: list[str],
+    scores: Mapping[str, Tensor],
+    mask: Mapping[str, Tensor],
+    amount: float,
+    rounding: str,
+) -> dict[str, Tensor]:
+    """Rank the alive weights of all ``names`` together (global_unstructured)."""
+    alive = [mask[n].reshape(-1) for n in names]
+    flat = torch.cat([scores[n].reshape(-1)[a] for n, a in zip(names, alive, strict=True)])
+    keep = _drop_lowest(flat, prune_count(amount, flat.numel(), rounding))
+    out, start = {}, 0
+    for n, a in zip(names, alive, strict=True):
+        new = a.clone()
+        k = int(a.sum())
+        new[a] = keep[start : start + k]
+        start += k
+        out[n] = new.view(mask[n].shape)
+    return out
+
+
+def prune(
+    weights: Mapping[str, Tensor],
+    mask: Mapping[str, Tensor] | None,
+    criterion: str,
+    amount: float,
+    scope: str = "layer",
+    *,
+    layer_amounts: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    rounding: str = "round",
+    generator: torch.Generator | None = None,
+    scores: Mapping[str, Tensor] | None = None,
+    n: int = 1,
+    dim: int = 0,
+) -> Mask:
+    """One pruning level: remove ``amount`` of the alive weights of every masked tensor.
+
+    ``weights`` maps parameter names to tensors; ``mask`` is the current mask (None = all
+    of ``weights`` alive). ``scope="global"`` ranks the weights of all tensors together,
+    except tensors given their own rate in ``layer_amounts`` (pruned layer by layer at
+    that rate). Tensors in ``exclude`` pass through unchanged. ``scores`` replaces the
+    weights as the ranked quantity (torch.nn.utils.prune's ``importance_scores``).
+    """
+    crit = CRITERIA.get(criterion)
+    if scope not in ("layer", "global"):
+        raise ConfigError(f"scope = {scope!r} is not allowed; choose 'layer' or 'global'")
+    if crit.structured and scope == "global":
+        raise ConfigError(f"{criterion} prunes each tensor on its own: use scope='layer'")
+    _check_amount(amount, "amount")
+    layer_amounts = dict(layer_amounts or {})
+    for name, value in layer_amounts.items():
+        _check_amount(value, f"layer_amounts[{name!r}]")
+    current = (
+        dict(mask)
+        if mask is not None
+        else {n_: torch.ones_like(w, dtype=torch.bool) for n_, w in weights.items()}
+    )
+    check_mask(current, weights)
+    for name in [*layer_amounts, *exclude]:
+        if name not in current:
+            raise ConfigError(
+                f"{name!r} is not a masked tensor; masked tensors: {', '.join(current)}"
+            )
+    excluded = set(exclude)
+    ranked = {
+        name: (scores[name] if scores is not None else weights[name]).detach() for name in current
+    }
+    options = {"generator": generator, "n": n, "dim": dim}
+    out = {name: current[name].clone() for name in excluded}
+    pooled = [
+        name
+        for name in current
+        if name not in excluded and name not in layer_amounts and scope == "global"
+    ]
+    if pooled:
+        pooled_scores = {name: crit.score(ranked[name], **options) for name in pooled}
+        out.update(_global(pooled, pooled_scores, current, amount, rounding))
+    for name, m in current.items():
+        if name in out:
+            continue
+        rate = layer_amounts.get(name, amount)
+        if crit.structured:
+            out[name] = _structured(name, ranked[name], m, crit, rate, dim, rounding, options)
+        else:
+            score = crit.score(ranked[name], **options)
+            out[name] = _unstructured(score, m, rate, rounding)
+    return {name: out[name] for name in current}
