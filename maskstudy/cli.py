@@ -1,0 +1,121 @@
+"""The ``maskstudy`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from maskstudy.errors import ConfigError, MaskstudyError
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from maskstudy.runs.config import parse_value
+
+    out = {}
+    if args.levels is not None:
+        out["levels"] = args.levels
+    if args.epochs is not None:
+        out["train.duration"] = f"{args.epochs}ep"
+    if args.seed is not None:
+        out["seed"] = args.seed
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set train.lr=0.01")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from maskstudy.runs.presets import get_preset
+    from maskstudy.runs.run import run
+
+    cfg = get_preset(args.preset).replace(_overrides(args))
+    result = run(cfg, args.out, data_root=args.data, device=args.device, progress=not args.quiet)
+    table = result.metrics()[["level", "percent_remaining", "test_acc"]]
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"run directory: {result.path}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from maskstudy.runs.presets import PRESETS
+
+    for name, preset in sorted(PRESETS.items()):
+        c = preset.config
+        t, p = c.train, c.prune
+        print(f"{name}\n  {preset.source}")
+        print(
+            f"  data={c.data.name} model={c.model.name} init={c.model.init} regime={c.regime} "
+            f"rewind_to={c.rewind_to} levels={c.levels}"
+        )
+        print(
+            f"  train: {t.optimizer} lr={t.lr} momentum={t.momentum} wd={t.weight_decay} "
+            f"batch={t.batch_size} duration={t.duration} schedule={t.schedule} "
+            f"milestones={list(t.milestones)}"
+        )
+        print(
+            f"  prune: {p.criterion} amount={p.amount} scope={p.scope} "
+            f"layer_amounts={p.layer_amounts} exclude={list(p.exclude)}"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maskstudy.demo import demo
+
+    out = demo(args.out, levels=args.levels, device=args.device)
+    print(f"runs:    {out / 'runs'}\ntable:   {out / 'results.csv'}\nfigures: {out / 'figures'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskstudy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) iterative pruning from a preset")
+    r.add_argument("--preset", required=True, help="preset name (see `maskstudy presets`)")
+    r.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
+    r.add_argument("--epochs", type=float, help="training epochs per level")
+    r.add_argument("--seed", type=int, help="run seed")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field by dotted name, e.g. train.lr=0.01 (repeatable)",
+    )
+    r.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
+    r.add_argument("--out", default="runs", help="output directory (default: runs/)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
+    d.add_argument("--out", default="demo", help="output directory (default: demo/)")
+    d.add_argument("--levels", type=int, default=5, help="pruning levels per run")
+    d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    d.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("presets", help="list presets with their hyperparameters")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MaskstudyError as e:
+        print(f"maskstudy: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "maskstudy: interrupted; completed levels are saved, run again to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

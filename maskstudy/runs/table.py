@@ -1,0 +1,52 @@
+"""Many runs read as one tidy table: one row per (run, level), config fields flattened into columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from maskstudy.runs.store import Run
+
+# Short column names for the fields every comparison groups by.
+ALIASES = {
+    "model.name": "model",
+    "data.name": "dataset",
+    "prune.criterion": "criterion",
+    "prune.scope": "scope",
+    "regime": "regime",
+    "seed": "seed",
+}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} → {"train.lr": 0.1}; lists and dicts become strings (hashable)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and not key.endswith("layer_amounts"):
+            out.update(flatten(value, path + "."))
+        elif isinstance(value, (list, dict)):
+            out[path] = str(value)
+        else:
+            out[path] = value
+    return out
+
+
+def config_columns(run: Run) -> dict[str, Any]:
+    flat = flatten(run.config.to_dict())
+    return {"run_id": run.run_id, **{a: flat[k] for k, a in ALIASES.items()}, **flat}
+
+
+def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """Tidy frame over ``runs``: config columns + the level metrics of each completed level."""
+    frames = []
+    for run in runs:
+        metrics = run.metrics()
+        if metrics.empty:
+            continue
+        for key, value in config_columns(run).items():
+            metrics[key] = value
+        frames.append(metrics)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,137 @@
+"""The run store: bit-packed masks, atomic writes, DONE last, damaged files named, no overwrites."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from maskstudy import open_run
+from maskstudy.errors import StoreError
+from maskstudy.runs.config import RunConfig
+from maskstudy.runs.files import pack_mask, unpack_mask, write_atomic
+from maskstudy.runs.store import create_run, level_dir, save_level, save_weights
+
+
+def random_mask(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "conv.weight": torch.rand(4, 3, 3, 3, generator=g) < 0.3,
+        "fc.weight": torch.rand(10, 37, generator=g) < 0.7,
+    }
+
+
+def test_mask_round_trip_at_one_bit_per_weight(tmp_path):
+    mask = random_mask()
+    data = pack_mask(mask)
+    back = unpack_mask(data, tmp_path / "m")
+    assert all(torch.equal(back[k], mask[k]) for k in mask)
+    n = sum(m.numel() for m in mask.values())
+    header = int.from_bytes(data[:8], "little") + 8
+    assert (
+        len(data) - header == sum(int(np.ceil(m.numel() / 8)) for m in mask.values()) <= n / 8 + 2
+    )
+
+
+def test_atomic_write_leaves_no_temp_files_and_names_failures(tmp_path):
+    write_atomic(tmp_path / "a.bin", b"xyz")
+    assert os.listdir(tmp_path) == ["a.bin"]
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    blocked.chmod(0o500)
+    try:
+        if os.access(blocked, os.W_OK):
+            pytest.skip("running as a user that ignores permissions")
+        with pytest.raises(StoreError, match="could not write .*ro/b.bin"):
+            write_atomic(blocked / "b.bin", b"1")
+    finally:
+        blocked.chmod(0o700)
+
+
+def make_run(tmp_path, levels=2):
+    cfg = RunConfig(levels=levels)
+    run = create_run(tmp_path / cfg.run_id(), cfg)
+    save_weights(run, "init", {"fc.weight": torch.ones(10, 37)})
+    for level in range(levels + 1):
+        final = {"fc.weight": torch.full((10, 37), float(level)), "fc.bias": torch.zeros(10)}
+        metrics = {
+            "level": level,
+            "percent_remaining": 100 * 0.8**level,
+            "test_acc": 0.9,
+            "layer_density": {"fc.weight": 0.8**level},
+        }
+        history = [{"step": 10 * level, "test_acc": 0.5}, {"step": 10 * level + 5, "test_acc": 0.9}]
+        save_level(run, level, random_mask(level), final, metrics, history)
+    return cfg, run
+
+
+def test_levels_read_back_through_open_run(tmp_path):
+    cfg, run = make_run(tmp_path)
+    r = open_run(run.path)
+    assert r.config == cfg and r.levels == [0, 1, 2]
+    assert torch.equal(r.mask(1)["fc.weight"], random_mask(1)["fc.weight"])
+    assert r.weights(2)["fc.weight"][0, 0] == 2.0
+    assert torch.equal(r.weights(which="init")["fc.weight"], torch.ones(10, 37))
+    frame = r.metrics()
+    assert list(frame["level"]) == [0, 1, 2]
+    assert frame["density[fc.weight]"].tolist() == pytest.approx([1, 0.8, 0.64])
+    assert len(r.history()) == 6
+    info = json.loads((run.path / "config.json").read_text())
+    assert set(info["versions"]) >= {"maskstudy", "torch", "python"} and info["seed"] == 0
+
+
+def test_a_level_without_done_is_not_complete(tmp_path):
+    _, run = make_run(tmp_path)
+    (level_dir(run.path, 2) / "DONE").unlink()
+    assert open_run(run.path).levels == [0, 1]
+    with pytest.raises(StoreError, match="level 2 .* is not complete"):
+        open_run(run.path).mask(2)
+    assert set(open_run(run.path).history()["level"]) == {0, 1}
+
+
+def test_rewriting_a_level_replaces_its_history(tmp_path):
+    _, run = make_run(tmp_path)
+    save_level(run, 1, random_mask(1), {"w": torch.zeros(1)}, {"level": 1}, [{"step": 99}])
+    hist = open_run(run.path).history()
+    assert hist[hist.level == 1]["step"].tolist() == [99] and set(hist.level) == {0, 1}
+
+
+@pytest.mark.parametrize("name", ["mask.safetensors", "final.safetensors", "metrics.json"])
+def test_damaged_files_are_named(tmp_path, name):
+    _, run = make_run(tmp_path)
+    path = level_dir(run.path, 1) / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    r = open_run(run.path)
+    read = {
+        "mask.safetensors": lambda: r.mask(1),
+        "final.safetensors": lambda: r.weights(1),
+        "metrics.json": r.metrics,
+    }[name]
+    with pytest.raises(StoreError, match=f"{name}.* damaged"):
+        read()
+
+
+def test_another_config_is_never_overwritten(tmp_path):
+    cfg, run = make_run(tmp_path)
+    before = (run.path / "config.json").read_bytes()
+    with pytest.raises(StoreError, match="different config .*seed"):
+        create_run(run.path, cfg.replace({"seed": 3}))
+    assert (run.path / "config.json").read_bytes() == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a maskstudy run directory"):
+        create_run(tmp_path / "other", cfg)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_more_levels_reopen_the_same_run(tmp_path):
+    cfg, run = make_run(tmp_path)
+    again = create_run(run.path, cfg.replace({"levels": 5}))
+    assert again.levels == [0, 1, 2] and open_run(run.path).config.levels == 5
+
+
+def test_open_run_on_a_non_run_directory(tmp_path):
+    with pytest.raises(StoreError, match="not a maskstudy run directory"):
+        open_run(tmp_path)
