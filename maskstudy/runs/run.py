@@ -6,6 +6,8 @@ is never retrained: calling ``run`` again resumes at the first incomplete level.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from maskstudy.models import build
 from maskstudy.pruning import prune
 from maskstudy.pruning.masks import (
     Mask,
-    apply_mask_,
     full_mask,
     kept_total,
     layer_densities,
@@ -29,7 +30,7 @@ from maskstudy.runs.config import RunConfig
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.runs.store import Run, create_run, save_level, save_weights
-from maskstudy.train import iterations_per_epoch, train
+from maskstudy.train import Single, Stacked, iterations_per_epoch, train_replicas
 
 
 def run(
@@ -42,46 +43,121 @@ def run(
     data: Data | None = None,
 ) -> Run:
     """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run."""
-    run_dir = Path(out) / cfg.run_id()
-    done = Run(run_dir).levels if (run_dir / "config.json").is_file() else []
-    todo = [lv for lv in range(cfg.levels + 1) if lv not in set(done)]
-    if not todo:
-        return create_run(run_dir, cfg)
-    data = data if data is not None else from_config(cfg.data, data_root, device)
-    model = build_model(cfg, data, seed=cfg.seed).to(device)
-    layers = resolve_layers(cfg, model)
-    ipe = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    total = to_iterations(cfg.train.duration, ipe)
-    k = to_iterations(cfg.rewind_to, ipe)
+    return run_group([cfg], out, data_root=data_root, device=device, progress=progress, data=data)[
+        0
+    ]
+
+
+def replica_key(cfg: RunConfig) -> str:
+    """Configs with equal keys differ only in seed: they can train side by side as replicas."""
+    return json.dumps(cfg.replace({"seed": 0}).to_dict(), sort_keys=True)
+
+
+@dataclass
+class Member:
+    """One run of a replica group: its config, store, resolved layers and levels still to do."""
+
+    cfg: RunConfig
+    store: Run
+    layers: Layers
+    todo: list[int]
+
+
+def run_group(
+    cfgs: Sequence[RunConfig],
+    out: str | Path = "runs",
+    *,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    data: Data | None = None,
+) -> list[Run]:
+    """Run configs that differ only in seed as K replicas trained side by side (one is a plain run).
+
+    Each member is pruned on its own and saved as its own ordinary run; levels already on disk
+    are skipped, so members at different levels catch up one level at a time.
+    """
+    if len({replica_key(c) for c in cfgs}) > 1:
+        raise ConfigError(
+            "run_group trains configs that differ only in seed; group them with replica_key"
+        )
+    if len({c.seed for c in cfgs}) < len(cfgs):
+        raise ConfigError(
+            "run_group was given the same seed twice; each replica needs its own seed"
+        )
+    cfg0 = cfgs[0]
+    paths = [Path(out) / c.run_id() for c in cfgs]
+    todos = [_levels_to_do(c, path) for c, path in zip(cfgs, paths, strict=True)]
+    if not any(todos):
+        return [create_run(path, c) for c, path in zip(cfgs, paths, strict=True)]
+    data = data if data is not None else from_config(cfg0.data, data_root, device)
+    template = build_model(cfg0, data, seed=cfg0.seed).to(device)
+    layers = resolve_layers(cfg0, template)
+    ipe = iterations_per_epoch(len(data.train), cfg0.train.batch_size)
+    total = to_iterations(cfg0.train.duration, ipe)
+    k = to_iterations(cfg0.rewind_to, ipe)
     if k >= total:
         raise ConfigError(
-            f"rewind_to = {cfg.rewind_to!r} ({k} iterations) is not before the end of training "
-            f"(train.duration = {cfg.train.duration!r} = {total} iterations)"
+            f"rewind_to = {cfg0.rewind_to!r} ({k} iterations) is not before the end of training "
+            f"(train.duration = {cfg0.train.duration!r} = {total} iterations)"
         )
-    store = create_run(run_dir, cfg)  # only now: a config that cannot run leaves nothing behind
-    if not (run_dir / "init.safetensors").is_file():
-        save_weights(store, "init", model.state_dict())
-    for level in todo:
-        mask = level_mask(store, cfg, model, level, layers)
-        start, start_step = starting_point(store, cfg, data, level, k)
-        model.load_state_dict(start)
-        apply_mask_(model, mask)
-        result = train(
-            model,
-            data,
-            cfg.train,
-            mask=mask,
-            seed=derive_seed(cfg.seed, "data"),
-            start_step=start_step,
-            snapshot_step=k if level == 0 and k > 0 else None,
-            progress=f"level {level}/{cfg.levels}" if progress else None,
-        )
+    members = []
+    for c, path, todo in zip(cfgs, paths, todos, strict=True):
+        store = create_run(path, c)  # only now: a config that cannot run leaves nothing behind
+        if not (path / "init.safetensors").is_file():
+            save_weights(store, "init", build_model(c, data, seed=c.seed).state_dict())
+        members.append(Member(c, store, layers, todo))
+    for level in range(cfg0.levels + 1):
+        active = [m for m in members if level in m.todo]
+        if active:
+            train_level(active, template, data, level, k, device, progress)
+    return [m.store for m in members]
+
+
+def _levels_to_do(cfg: RunConfig, path: Path) -> list[int]:
+    done = set(Run(path).levels) if (path / "config.json").is_file() else set()
+    return [lv for lv in range(cfg.levels + 1) if lv not in done]
+
+
+def train_level(
+    members: list[Member],
+    template: nn.Module,
+    data: Data,
+    level: int,
+    k: int,
+    device: str,
+    progress: bool,
+) -> None:
+    """Prune, set the starting weights of, train and save one level of every member together."""
+    cfg = members[0].cfg
+    masks = [level_mask(m.store, m.cfg, template, level, m.layers) for m in members]
+    starts = [starting_point(m.store, m.cfg, data, level, k) for m in members]
+    start_step = starts[0][1]
+    if len(members) == 1:
+        template.load_state_dict(starts[0][0])
+        net = Single(template)
+    else:
+        net = Stacked(template, [state for state, _ in starts])
+    label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
+    results = train_replicas(
+        net,
+        data,
+        cfg.train,
+        masks=masks,
+        seeds=[derive_seed(m.cfg.seed, "data") for m in members],
+        start_step=start_step,
+        snapshot_step=k if level == 0 and k > 0 else None,
+        progress=label if progress else None,
+    )
+    finals = net.states()
+    for m, mask, (start, _), result, final in zip(
+        members, masks, starts, results, finals, strict=True
+    ):
         if level == 0 and k > 0:
-            save_weights(store, "rewind", result.snapshot)
+            save_weights(m.store, "rewind", result.snapshot)
         metrics = level_metrics(level, mask, result.final, start_step)
-        fresh = start if level > 0 and cfg.regime == "reinit" else None
-        save_level(store, level, mask, model.state_dict(), metrics, result.history, start=fresh)
-    return store
+        fresh = start if level > 0 and m.cfg.regime == "reinit" else None
+        save_level(m.store, level, mask, final, metrics, result.history, start=fresh)
 
 
 def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:

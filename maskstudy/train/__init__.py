@@ -4,19 +4,26 @@ from maskstudy.train.loop import (
     Diverged,
     TrainResult,
     evaluate,
+    evaluate_replicas,
     iterations_per_epoch,
     train,
+    train_replicas,
     training_batches,
 )
 from maskstudy.train.optim import build_optimizer, lr_factor
+from maskstudy.train.replicas import Single, Stacked
 
 __all__ = [
     "Diverged",
     "TrainResult",
     "build_optimizer",
+    "Single",
+    "Stacked",
     "evaluate",
+    "evaluate_replicas",
     "iterations_per_epoch",
     "lr_factor",
     "train",
+    "train_replicas",
     "training_batches",
 ]

@@ -9,9 +9,8 @@ at ``start_step``: that is what rewinding the weights to step k means.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,18 +20,19 @@ from tqdm import tqdm
 
 from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
-from maskstudy.pruning.masks import Mask, apply_mask_, check_mask
+from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import TrainConfig
 from maskstudy.runs.seeds import generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
+from maskstudy.train.replicas import Net, Single
 
 
 class Diverged(MaskstudyError):
     """The training loss became NaN or infinite at absolute step ``step``."""
 
-    def __init__(self, step: int, loss: float) -> None:
-        self.step = step
+    def __init__(self, step: int, loss: float, replica: int = 0) -> None:
+        self.step, self.replica = step, replica
         super().__init__(
             f"training diverged at step {step}: the loss is {loss}; "
             "lower train.lr or add a warm-up (train.warmup)"
@@ -86,16 +86,24 @@ def training_batches(
         yield step, x, y
 
 
+def replica_batches(
+    data: Data, batch_size: int, seeds: Sequence[int], start: int, stop: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(step, x, y)`` with a leading replica dimension: replica k sees the batches of ``seeds[k]``."""
+    streams = [training_batches(data, batch_size, seed, start, stop) for seed in seeds]
+    for batches in zip(*streams, strict=True):
+        step = batches[0][0]
+        if len(batches) == 1:
+            yield step, batches[0][1].unsqueeze(0), batches[0][2].unsqueeze(0)
+        else:
+            yield step, torch.stack([b[1] for b in batches]), torch.stack([b[2] for b in batches])
+
+
 class _MaskKeeper:
     """Keeps pruned weights exactly zero: masks their gradients and re-zeroes them after a step."""
 
-    def __init__(self, model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
-        params = dict(model.named_parameters())
-        check_mask(mask, params)
-        device_mask = {name: m.to(params[name].device) for name, m in mask.items()}
-        apply_mask_(model, device_mask)  # pruned weights are zero before the first step
-        self.params = [params[name] for name in device_mask]
-        self.factors = [m.to(params[name].dtype) for name, m in device_mask.items()]
+    def __init__(self, net: Net, masks: Sequence[Mask]) -> None:
+        self.params, self.factors = net.masked(masks)
 
     def mask_grads_(self) -> None:
         pairs = [
@@ -112,24 +120,42 @@ class _MaskKeeper:
             torch._foreach_mul_(self.params, self.factors)
 
 
+def replica_losses(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy per replica, shape (K,): logits (K, B, classes), labels (K, B)."""
+    k, b = y.shape
+    if k == 1:
+        return F.cross_entropy(logits[0], y[0], reduction=reduction).unsqueeze(0)
+    per_example = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, b)
+    return per_example.mean(1) if reduction == "mean" else per_example.sum(1)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in [0, 1]) on ``split``, in eval mode; the mode is restored."""
+def evaluate_replicas(net: Net, split: Split, batch_size: int = 1000) -> list[tuple[float, float]]:
+    """(mean cross-entropy, accuracy) of every replica on ``split``, in eval mode (restored after)."""
     if len(split) == 0:
         raise DataError("cannot evaluate on an empty split; give it at least one example")
-    was_training = model.training
-    model.eval()
+    was_training = net.training
+    net.train(False)
     try:
-        loss_sum = torch.zeros((), device=split.x.device)
-        correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+        loss_sum = torch.zeros(net.size, device=split.x.device)
+        correct = torch.zeros(net.size, dtype=torch.long, device=split.x.device)
         for i in range(0, len(split), batch_size):
-            logits = model(split.x[i : i + batch_size])
-            y = split.y[i : i + batch_size]
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
+            x, y = split.x[i : i + batch_size], split.y[i : i + batch_size]
+            logits = net(x.expand(net.size, *x.shape))
+            labels = y.expand(net.size, *y.shape)
+            loss_sum += replica_losses(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=2) == labels).sum(1)
     finally:
-        model.train(was_training)
-    return float(loss_sum) / len(split), int(correct) / len(split)
+        net.train(was_training)
+    return [
+        (loss / len(split), int(c) / len(split))
+        for loss, c in zip(loss_sum.tolist(), correct, strict=True)
+    ]
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in [0, 1]) of ``model`` on ``split``, in eval mode."""
+    return evaluate_replicas(Single(model), split, batch_size)[0]
 
 
 def train(
@@ -151,60 +177,108 @@ def train(
     final ones). ``progress`` names a tqdm bar; None trains silently. Raises ``Diverged`` as soon
     as the loss is NaN or infinite.
     """
+    net = Single(model)
+    return train_replicas(
+        net,
+        data,
+        cfg,
+        masks=[mask or {}],
+        seeds=[seed],
+        start_step=start_step,
+        snapshot_step=snapshot_step,
+        progress=progress,
+    )[0]
+
+
+def train_replicas(
+    net: Net,
+    data: Data,
+    cfg: TrainConfig,
+    *,
+    masks: Sequence[Mask],
+    seeds: Sequence[int],
+    start_step: int = 0,
+    snapshot_step: int | None = None,
+    progress: str | None = None,
+) -> list[TrainResult]:
+    """``train`` for K replicas side by side: replica k keeps ``masks[k]`` and sees the data
+    order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own."""
     began = time.perf_counter()
+    if not len(masks) == len(seeds) == net.size:
+        raise ConfigError(
+            f"{net.size} replicas need {net.size} masks and seeds, got {len(masks)} and {len(seeds)}"
+        )
     per_epoch = iterations_per_epoch(len(data.train), cfg.batch_size)
     total = to_iterations(cfg.duration, per_epoch)
     eval_every = to_iterations(cfg.eval_every, per_epoch)
     lr_at = lr_factor(cfg, per_epoch)  # refuses a duration of 0 iterations
-    _check_call(model, data, cfg, total, eval_every, start_step, snapshot_step)
-    keeper = _MaskKeeper(model, mask or {})
-    optimizer = build_optimizer(model.parameters(), cfg)
-    model.train()
+    _check_call(net, data, cfg, total, eval_every, start_step, snapshot_step)
+    keeper = _MaskKeeper(net, masks)
+    optimizer = build_optimizer(net.parameters(), cfg)
+    net.train(True)
 
-    history: list[dict[str, float]] = []
-    snapshot = None
-    loss_sum, loss_count = 0.0, 0
-    batches = training_batches(data, cfg.batch_size, seed, start_step, total)
+    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+    snapshots = None
+    loss_sum, loss_count = torch.zeros(net.size, dtype=torch.float64), 0
+    batches = replica_batches(data, cfg.batch_size, seeds, start_step, total)
     with tqdm(total=total, initial=start_step, desc=progress, disable=progress is None) as bar:
         for step, x, y in batches:
             if step == snapshot_step:
-                snapshot = _copy_state(model)
+                snapshots = net.states()
             lr = cfg.lr * lr_at(step)
             set_lr_(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise Diverged(step, value)
-            loss.backward()
+            losses = replica_losses(net(x), y)
+            values = losses.detach().to("cpu", torch.float64)
+            _check_finite(step, values)
+            losses.sum().backward()
             keeper.mask_grads_()
             optimizer.step()
             keeper.mask_weights_()
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            loss_sum, loss_count = loss_sum + values, loss_count + 1
             done = step + 1
             if done % eval_every == 0 or done == total:
-                row = {"step": done, "epoch": done / per_epoch, "lr": lr}
-                row["train_loss"] = loss_sum / loss_count
-                row.update(_evaluate_data(model, data))
-                history.append(row)
-                loss_sum, loss_count = 0.0, 0
-                bar.set_postfix(test_acc=f"{row['test_acc']:.4f}")
+                evaluations = _evaluate_data(net, data)
+                for k, history in enumerate(histories):
+                    row = {"step": done, "epoch": done / per_epoch, "lr": lr}
+                    row["train_loss"] = float(loss_sum[k]) / loss_count
+                    row.update(evaluations[k])
+                    history.append(row)
+                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+                bar.set_postfix(
+                    test_acc=" ".join(f"{h[-1]['test_acc']:.4f}" for h in histories[:4])
+                )
             bar.update()
     if snapshot_step == total:
-        snapshot = _copy_state(model)
-    return TrainResult(history, _summary(history, total - start_step, began), snapshot)
+        snapshots = net.states()
+    seconds = time.perf_counter() - began
+    return [
+        TrainResult(
+            history,
+            _summary(history, total - start_step, seconds),
+            snapshots[k] if snapshots else None,
+        )
+        for k, history in enumerate(histories)
+    ]
 
 
-def _evaluate_data(model: nn.Module, data: Data) -> dict[str, float]:
-    metrics = {}
-    splits = {"val": data.val, "test": data.test}
-    for name, split in splits.items():
+def _check_finite(step: int, values: torch.Tensor) -> None:
+    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+    if bad:
+        raise Diverged(step, float(values[bad[0]]), replica=bad[0])
+
+
+def _evaluate_data(net: Net, data: Data) -> list[dict[str, float]]:
+    """Per replica: ``{val,test}_{loss,acc}`` for the splits the data has."""
+    rows: list[dict[str, float]] = [{} for _ in range(net.size)]
+    for name, split in {"val": data.val, "test": data.test}.items():
         if split is not None:
-            metrics[f"{name}_loss"], metrics[f"{name}_acc"] = evaluate(model, split)
-    return metrics
+            for row, (loss, acc) in zip(rows, evaluate_replicas(net, split), strict=True):
+                row[f"{name}_loss"], row[f"{name}_acc"] = loss, acc
+    return rows
 
 
-def _summary(history: list[dict[str, float]], iterations: int, began: float) -> dict[str, float]:
+def _summary(history: list[dict[str, float]], iterations: int, seconds: float) -> dict[str, float]:
     """The last row plus the early-stopping point (lowest val loss, test loss without val)."""
     key = "val_loss" if "val_loss" in history[-1] else "test_loss"
     best = min(history, key=lambda row: row[key])
@@ -213,16 +287,12 @@ def _summary(history: list[dict[str, float]], iterations: int, began: float) -> 
         "iterations": iterations,
         "early_stop_step": best["step"],
         "early_stop_test_acc": best["test_acc"],
-        "seconds": time.perf_counter() - began,
+        "seconds": seconds,
     }
 
 
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
-
-
 def _check_call(
-    model: nn.Module,
+    net: Net,
     data: Data,
     cfg: TrainConfig,
     total: int,
@@ -243,7 +313,7 @@ def _check_call(
         raise ConfigError(
             f"snapshot_step = {snapshot_step} must lie in [start_step = {start_step}, {total}]"
         )
-    device = next(model.parameters()).device
+    device = net.device
     if device != data.device:
         raise ConfigError(
             f"the model is on {device} but the data on {data.device}; "
