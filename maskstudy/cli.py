@@ -62,6 +62,64 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from maskstudy.runs.config import parse_value
+    from maskstudy.runs.executors import run_sweep
+    from maskstudy.runs.sweep import open_sweep
+
+    slurm = {}
+    for item in args.slurm or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--slurm {item!r} must look like key=value, e.g. --slurm timeout_min=60"
+            )
+        slurm[key.strip()] = parse_value(value.strip())
+    outcomes = run_sweep(
+        args.file,
+        args.out,
+        executor=args.executor,
+        jobs=args.jobs,
+        replicas=1 if args.no_replicas else args.replicas,
+        data_root=args.data,
+        device=args.device,
+        slurm=slurm,
+        cluster=args.cluster,
+        extend=args.extend,
+        progress=not args.quiet,
+    )
+    print("this call: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
+    status = open_sweep(args.out).status()
+    print(_totals(status))
+    return 1 if (status["state"] == "failed").any() else 0
+
+
+def _totals(status) -> str:
+    counts = status["state"].value_counts()
+    parts = [
+        f"{counts[s]} {s}"
+        for s in ("done", "partial", "running", "failed", "pending")
+        if s in counts
+    ]
+    return f"{len(status)} runs: " + ", ".join(parts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from maskstudy.runs.sweep import open_sweep
+
+    status = open_sweep(args.dir).status()
+    with pd_options():
+        print(status.drop(columns="run_id" if args.short else []).to_string(index=False))
+    print(_totals(status))
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+
+    return pd.option_context("display.max_colwidth", 80, "display.width", 200)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from maskstudy.demo import demo
 
@@ -96,6 +154,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--levels", type=int, default=5, help="pruning levels per run")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("sweep", help="run (or resume) every run of a TOML sweep file")
+    w.add_argument("file", help="sweep file (.toml): preset/base, grid, tied axes, seeds")
+    w.add_argument("--out", required=True, help="sweep directory (holds sweep.toml and the runs)")
+    w.add_argument("--executor", default="local", choices=["local", "slurm"])
+    w.add_argument("--jobs", type=int, help="local worker processes (default: 1, or one per GPU)")
+    w.add_argument(
+        "--replicas",
+        type=int,
+        help="seeds trained side by side per task (default: 8 for small models, else 1)",
+    )
+    w.add_argument("--no-replicas", action="store_true", help="train every seed on its own")
+    w.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
+    w.add_argument("--device", help="cpu, cuda or cuda:N (default: every visible GPU, else cpu)")
+    w.add_argument(
+        "--slurm",
+        action="append",
+        metavar="KEY=VALUE",
+        help="submitit resource, e.g. timeout_min=120, slurm_partition=gpu (repeatable)",
+    )
+    w.add_argument("--cluster", help="submitit cluster: slurm (default when found), local, debug")
+    w.add_argument("--extend", action="store_true", help="grow an existing sweep with a new file")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=cmd_sweep)
+
+    st = sub.add_parser("status", help="table of a sweep's runs: done, partial, failed, pending")
+    st.add_argument("dir", help="sweep directory")
+    st.add_argument("--short", action="store_true", help="leave out the run ids")
+    st.set_defaults(func=cmd_status)
 
     p = sub.add_parser("presets", help="list presets with their hyperparameters")
     p.set_defaults(func=cmd_presets)

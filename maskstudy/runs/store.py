@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from maskstudy.runs.files import (
 WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
+SIDE_FILES = (".lock", "error.txt")  # a sweep's lock and failure record may precede config.json
 
 
 def level_dir(run_dir: Path, level: int) -> Path:
@@ -196,7 +197,7 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
             write_json(info_path, run.info)
             run.config = cfg
         return run
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name not in SIDE_FILES for p in run_dir.iterdir()):
         raise StoreError(
             f"{run_dir} exists and is not a maskstudy run directory (no config.json); "
             "nothing was written. Choose an empty or new directory."
@@ -206,7 +207,7 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
         "config": cfg.to_dict(),
         "seed": cfg.seed,
         "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {},
     }
     write_json(info_path, info)

@@ -1,0 +1,291 @@
+"""Executing a sweep: tasks (one run or one replica group), a local process pool, Slurm via submitit.
+
+Every task locks its runs before touching them and skips completed levels, so a sweep can be
+interrupted, resumed, or run by several processes (or cluster jobs) on one directory at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from maskstudy.data import from_config
+from maskstudy.errors import ConfigError, StoreError
+from maskstudy.runs.config import RunConfig
+from maskstudy.runs.files import write_atomic
+from maskstudy.runs.lock import RunLock, clear_error, record_error
+from maskstudy.runs.run import replica_key, run_group
+from maskstudy.runs.store import Run
+from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep
+
+# Models small enough that stacking seeds beats running them one after another (measured on CPU:
+# benchmarks/replicas.py); larger models already fill the device on their own.
+REPLICA_MODELS = frozenset({"lenet300_100", "lenet5", "lenet5_caffe", "conv2", "conv4", "conv6"})
+DEFAULT_REPLICAS = 8
+EXECUTORS = ("local", "slurm")
+Outcome = str  # "trained" | "done" | "busy" | "failed"
+
+
+def plan_tasks(configs: Sequence[RunConfig], replicas: int | None = None) -> list[list[RunConfig]]:
+    """Group configs that differ only in seed into tasks of at most ``replicas`` runs.
+
+    ``replicas=None`` picks ``DEFAULT_REPLICAS`` for small models and 1 for the rest; 1 turns
+    stacking off. Task order follows the sweep file.
+    """
+    if replicas is not None and (not isinstance(replicas, int) or replicas < 1):
+        raise ConfigError(f"replicas = {replicas!r} must be an integer >= 1 (1 turns stacking off)")
+    groups: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        groups.setdefault(replica_key(cfg), []).append(cfg)
+    tasks = []
+    for members in groups.values():
+        size = replicas or (DEFAULT_REPLICAS if members[0].model.name in REPLICA_MODELS else 1)
+        tasks += [members[i : i + size] for i in range(0, len(members), size)]
+    return tasks
+
+
+def levels_done(run_dir: Path) -> int:
+    return len(Run(run_dir).levels) if (run_dir / "config.json").is_file() else 0
+
+
+def execute_task(
+    cfgs: Sequence[RunConfig],
+    out: str | Path,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Outcome]:
+    """Lock, then train (as one replica group) the runs of ``cfgs`` that are not complete.
+
+    A run locked by another process is left to it ("busy"). If a group fails, its members are
+    retried one by one; a run that fails alone gets ``error.txt`` and the others go on.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(out)
+    outcomes: dict[str, Outcome] = {}
+    with ExitStack() as held:
+        todo = []
+        for cfg in cfgs:
+            run_dir = out / cfg.run_id()
+            lock = RunLock(run_dir)
+            if not lock.acquire():
+                outcomes[cfg.run_id()] = "busy"
+                continue
+            held.callback(lock.release)
+            if levels_done(run_dir) >= cfg.levels + 1:
+                outcomes[cfg.run_id()] = "done"
+            else:
+                todo.append(cfg)
+        if not todo:
+            return outcomes
+        try:
+            data = from_config(todo[0].data, data_root, device)
+        except Exception as error:  # every run of the task needs this data: all fail the same way
+            for cfg in todo:
+                record_error(out / cfg.run_id(), error)
+                outcomes[cfg.run_id()] = "failed"
+            return outcomes
+        if len(todo) > 1:
+            try:
+                run_group(todo, out, device=device, progress=False, data=data)
+                for cfg in todo:
+                    clear_error(out / cfg.run_id())
+                    outcomes[cfg.run_id()] = "trained"
+                return outcomes
+            except Exception:
+                pass  # retry the members one by one below: only the culprit should fail
+        for cfg in todo:
+            try:
+                run_group([cfg], out, device=device, progress=False, data=data)
+                clear_error(out / cfg.run_id())
+                outcomes[cfg.run_id()] = "trained"
+            except Exception as error:
+                record_error(out / cfg.run_id(), error)
+                outcomes[cfg.run_id()] = "failed"
+    return outcomes
+
+
+def prepare_sweep_dir(sweep_file: str | Path, out: str | Path, extend: bool = False) -> SweepSpec:
+    """Parse the sweep file and copy it to ``out/sweep.toml``; never overwrite a different one
+    unless ``extend`` (the old file is kept as ``sweep.<n>.toml``)."""
+    sweep_file, out = Path(sweep_file), Path(out)
+    try:
+        text = sweep_file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sweep file {sweep_file} not found; pass the path of a .toml sweep file"
+        ) from None
+    spec = parse_sweep(text, str(sweep_file))
+    target = out / SWEEP_FILE
+    if target.is_file():
+        old = target.read_text()
+        if old == text:
+            return spec
+        if not extend:
+            raise StoreError(
+                f"{out} already holds a different sweep ({target}); nothing was written. "
+                "Use another --out, or --extend to grow that sweep (its file is kept as sweep.<n>.toml)"
+            )
+        n = 1
+        while (out / f"sweep.{n}.toml").exists():
+            n += 1
+        write_atomic(out / f"sweep.{n}.toml", old.encode())
+    elif out.exists() and any(out.iterdir()) and not extend:
+        raise StoreError(
+            f"{out} exists and is not a sweep directory (no {SWEEP_FILE}); nothing was written. Choose an empty or new --out"
+        )
+    write_atomic(target, text.encode())
+    return spec
+
+
+class _Progress:
+    """One bar over every level of the sweep, fed by polling DONE files (works for any executor)."""
+
+    def __init__(self, out: Path, configs: Sequence[RunConfig], enabled: bool) -> None:
+        self.dirs = [(out / c.run_id(), c.levels + 1) for c in configs]
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _done(self) -> list[int]:
+        return [min(levels_done(d), n) for d, n in self.dirs]
+
+    def update(self) -> None:
+        done = self._done()
+        finished = sum(x == n for x, (_, n) in zip(done, self.dirs, strict=True))
+        self.bar.update(sum(done) - self.bar.n)
+        self.bar.set_postfix(runs=f"{finished}/{len(self.dirs)}")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self.update()
+
+    def __enter__(self) -> _Progress:
+        total = sum(n for _, n in self.dirs)
+        # levels already on disk count as done but not towards the rate, so the ETA stays honest
+        self.bar = tqdm(
+            total=total,
+            initial=sum(self._done()),
+            desc="sweep",
+            unit="level",
+            disable=not self.enabled,
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.update()
+        self.bar.close()
+
+
+def available_devices(device: str | None) -> list[str | None]:
+    """The devices tasks are spread over: every visible GPU when ``device`` is None or 'cuda'."""
+    if device not in (None, "cuda") or not torch.cuda.is_available():
+        return [device]
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def run_local(
+    tasks: list[list[RunConfig]], out: Path, data_root: Path | None, device: str | None, jobs: int
+) -> Counter:
+    """Tasks in a pool of ``jobs`` worker processes (in this process when jobs = 1)."""
+    devices = available_devices(device)
+    if jobs == 1:
+        outcomes: Counter = Counter()
+        for i, task in enumerate(tasks):
+            outcomes.update(execute_task(task, out, data_root, devices[i % len(devices)]).values())
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    futures: set[Future] = set()
+    try:
+        for i, task in enumerate(tasks):
+            futures.add(
+                pool.submit(execute_task, task, out, data_root, devices[i % len(devices)], threads)
+            )
+        outcomes = Counter()
+        for future in as_completed(futures):
+            outcomes.update(future.result().values())
+        return outcomes
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_slurm(
+    tasks: list[list[RunConfig]],
+    out: Path,
+    data_root: Path | None,
+    device: str | None,
+    resources: dict[str, Any],
+    cluster: str | None = None,
+) -> Counter:
+    """One Slurm array job, one task per element, through submitit (``cluster='local'`` or
+    ``'debug'`` runs the same path without a cluster)."""
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(
+            "the slurm executor needs submitit: pip install 'maskstudy[slurm]'"
+        ) from None
+    executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=cluster)
+    try:
+        executor.update_parameters(name=f"maskstudy-{out.name}", **resources)
+    except (TypeError, ValueError, NameError) as e:  # submitit names an unknown key with NameError
+        raise ConfigError(f"[slurm] resources: {e}") from None
+    n = len(tasks)
+    jobs = executor.map_array(execute_task, tasks, [out] * n, [data_root] * n, [device] * n)
+    outcomes: Counter = Counter()
+    for job in jobs:
+        try:
+            outcomes.update(job.result().values())
+        except Exception as error:  # the job itself died (preempted, out of time or memory)
+            outcomes["failed"] += 1
+            print(
+                f"slurm job {job.job_id} failed: {str(error).splitlines()[0] if str(error) else error!r}"
+            )
+    return outcomes
+
+
+def run_sweep(
+    sweep_file: str | Path,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    jobs: int | None = None,
+    replicas: int | None = None,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    slurm: dict[str, Any] | None = None,
+    cluster: str | None = None,
+    extend: bool = False,
+    progress: bool = True,
+) -> Counter:
+    """Run every run of ``sweep_file`` into ``out`` (skipping finished ones); outcome counts."""
+    if executor not in EXECUTORS:
+        raise ConfigError(
+            f"executor = {executor!r} is not allowed; choose one of: {', '.join(EXECUTORS)}"
+        )
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"jobs = {jobs!r} must be an integer >= 1")
+    out = Path(out).resolve()
+    spec = prepare_sweep_dir(sweep_file, out, extend)
+    tasks = plan_tasks(spec.configs, replicas)
+    root = Path(data_root).resolve() if data_root is not None else None
+    with _Progress(out, spec.configs, progress):
+        if executor == "slurm":
+            return run_slurm(tasks, out, root, device, {**spec.slurm, **(slurm or {})}, cluster)
+        return run_local(tasks, out, root, device, jobs or max(1, len(available_devices(device))))

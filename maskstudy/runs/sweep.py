@@ -1,0 +1,232 @@
+"""Sweep files (TOML) → lists of run configs, and reading a sweep directory back as one table.
+
+A sweep file names a base config (a preset and/or a ``[base]`` table), grid axes (cartesian
+product), tied axes that vary together, and seeds::
+
+    preset = "lenet300_digits"
+    levels = 5
+    seeds = [0, 1, 2]
+    [base]
+    train.lr = 0.01
+    [grid]
+    "prune.criterion" = ["magnitude", "random"]
+    regime = ["rewind", "reinit"]
+    [[tied]]
+    "prune.amount" = [0.2, 0.5]
+    "train.duration" = ["4ep", "8ep"]
+    [slurm]
+    timeout_min = 120
+
+A sweep directory holds ``sweep.toml`` and ordinary run directories, so everything that reads
+one run reads a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from maskstudy.errors import ConfigError, StoreError
+from maskstudy.runs.config import RunConfig
+from maskstudy.runs.lock import run_state
+from maskstudy.runs.presets import get_preset
+from maskstudy.runs.store import Run
+from maskstudy.runs.table import runs_frame
+
+SWEEP_FILE = "sweep.toml"
+TOP_LEVEL = ("preset", "base", "levels", "seeds", "grid", "tied", "slurm", "name", "description")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file: the configs it expands to and the Slurm resources it asks for."""
+
+    configs: list[RunConfig]
+    slurm: dict[str, Any] = field(default_factory=dict)
+    axes: tuple[str, ...] = ()  # the fields that vary across the sweep (dotted names)
+
+
+def _sections(cfg: Any, prefix: str = "") -> set[str]:
+    """Dotted names of the config's nested sections ('train', 'prune', ...), which TOML may nest."""
+    out = set()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.add(prefix + f.name)
+            out |= _sections(value, prefix + f.name + ".")
+    return out
+
+
+SECTIONS = _sections(RunConfig())
+
+
+def dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested TOML tables into dotted config paths; dict-valued fields stay values."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        path = prefix + key
+        if isinstance(value, dict) and path in SECTIONS:
+            out.update(dotted(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _axis_values(name: str, values: Any, where: str) -> list[Any]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(
+            f"{where}: axis {name!r} must be a non-empty list of values, got {values!r}"
+        )
+    return values
+
+
+def _points(spec: Mapping[str, Any], where: str) -> Iterator[dict[str, Any]]:
+    """Every override dict of the grid × tied groups × seeds."""
+    grid = dotted(spec.get("grid", {}))
+    axes = [[(name, v) for v in _axis_values(name, values, where)] for name, values in grid.items()]
+    tied_groups = spec.get("tied", [])
+    if not isinstance(tied_groups, list):
+        raise ConfigError(f"{where}: write tied axes as [[tied]] tables (a list of tables)")
+    for group in tied_groups:
+        group = dotted(group)
+        lengths = {name: len(_axis_values(name, v, where)) for name, v in group.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{where}: tied axes must have equal lengths, got {lengths}")
+        n = next(iter(lengths.values()), 0)
+        axes.append([tuple((name, group[name][i]) for name in group) for i in range(n)])
+    seeds = spec.get("seeds")
+    if seeds is not None:
+        if "seed" in grid:
+            raise ConfigError(
+                f"{where}: give seeds either as `seeds = [...]` or as a grid axis, not both"
+            )
+        axes.append([("seed", s) for s in _axis_values("seeds", seeds, where)])
+    for combo in itertools.product(*axes):
+        point: dict[str, Any] = {}
+        for item in combo:
+            pairs = item if isinstance(item[0], tuple) else (item,)
+            point.update(dict(pairs))
+        yield point
+
+
+def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
+    """Parse the TOML text of a sweep file into its configs (every one validated)."""
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where} is not valid TOML: {e}") from None
+    unknown = sorted(set(spec) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {unknown}; allowed: {', '.join(TOP_LEVEL)}"
+        )
+    base = get_preset(spec["preset"]) if "preset" in spec else RunConfig()
+    overrides = dotted(spec.get("base", {}))
+    if "levels" in spec:
+        overrides["levels"] = spec["levels"]
+    try:
+        base = base.replace(overrides)
+        configs = [base.replace(point) for point in _points(spec, where)]
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    ids = [c.run_id() for c in configs]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{where}: the grid yields the same run more than once ({repeated[0]}); remove repeated axis values"
+        )
+    axes = sorted(
+        set(dotted(spec.get("grid", {}))) | {k for g in spec.get("tied", []) for k in dotted(g)}
+    )
+    if "seeds" in spec:
+        axes.append("seed")
+    return SweepSpec(configs, dict(spec.get("slurm", {})), tuple(axes))
+
+
+def read_sweep(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sweep file {path} not found; pass the path of a .toml sweep file"
+        ) from None
+    return parse_sweep(text, str(path))
+
+
+# --- reading a sweep directory ----------------------------------------------------------------
+RUN_STATES = ("done", "partial", "running", "failed", "pending")
+
+
+class Sweep:
+    """A sweep directory (contract: ``maskstudy.open_sweep``): its spec, runs, table and status."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        spec_path = self.path / SWEEP_FILE
+        if not spec_path.is_file():
+            raise StoreError(
+                f"{self.path} is not a sweep directory (no {SWEEP_FILE}); pass the --out of `maskstudy sweep`"
+            )
+        self.spec = read_sweep(spec_path)
+
+    def __repr__(self) -> str:
+        return f"Sweep({str(self.path)!r}, runs={len(self.spec.configs)})"
+
+    @property
+    def runs(self) -> list[Run]:
+        """The sweep's runs that have started (a config.json on disk), in sweep-file order."""
+        dirs = [self.path / c.run_id() for c in self.spec.configs]
+        return [Run(d) for d in dirs if (d / "config.json").is_file()]
+
+    def frame(self, long: bool = False) -> pd.DataFrame:
+        """One row per (run, level) with config columns; ``long``: one row per (run, level, layer)."""
+        frame = runs_frame(self.runs)
+        if not long or frame.empty:
+            return frame
+        density = [c for c in frame.columns if c.startswith("density[")]
+        rows = frame.melt(
+            id_vars=[c for c in frame.columns if c not in density],
+            value_vars=density,
+            var_name="layer",
+            value_name="density",
+        )
+        rows["layer"] = rows["layer"].str.slice(len("density["), -1)
+        return rows.dropna(subset=["density"]).sort_values(
+            ["run_id", "level", "layer"], ignore_index=True
+        )
+
+    def status(self) -> pd.DataFrame:
+        """One row per run: state (done/partial/running/failed/pending), levels done, detail."""
+        rows = []
+        for cfg in self.spec.configs:
+            state, done, detail = run_state(self.path / cfg.run_id(), cfg.levels)
+            rows.append(
+                {
+                    "run_id": cfg.run_id(),
+                    **{axis: _field(cfg, axis) for axis in self.spec.axes},
+                    "state": state,
+                    "levels": f"{done}/{cfg.levels + 1}",
+                    "detail": detail,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def _field(cfg: RunConfig, path: str) -> Any:
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def open_sweep(path: str | Path) -> Sweep:
+    """Open a sweep directory for reading (contract)."""
+    return Sweep(path)
