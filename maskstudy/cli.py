@@ -9,9 +9,20 @@ from collections.abc import Sequence
 from maskstudy.errors import ConfigError, MaskstudyError
 
 
-def _overrides(args: argparse.Namespace) -> dict:
+def _key_values(items: Sequence[str] | None, flag: str, example: str) -> dict:
+    """``["a.b=1", ...]`` → ``{"a.b": 1}``, values parsed as JSON when they parse."""
     from maskstudy.runs.config import parse_value
 
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r} must look like key=value, e.g. {flag} {example}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def _overrides(args: argparse.Namespace) -> dict:
     out = {}
     if args.levels is not None:
         out["levels"] = args.levels
@@ -19,12 +30,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["train.duration"] = f"{args.epochs}ep"
     if args.seed is not None:
         out["seed"] = args.seed
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set train.lr=0.01")
-        out[key.strip()] = parse_value(value.strip())
-    return out
+    return {**out, **_key_values(args.set, "--set", "train.lr=0.01")}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
