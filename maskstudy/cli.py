@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
     d.add_argument("--out", default="demo", help="output directory (default: demo/)")
     d.add_argument("--levels", type=int, default=5, help="pruning levels per run")
-    d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    d.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)")
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("sweep", help="run (or resume) every run of a TOML sweep file")

@@ -1,36 +1,33 @@
-"""The demo: a small pruning grid on scikit-learn's digits (no files needed), ending in figures."""
+"""The demo: a small pruning sweep on scikit-learn's digits (no files needed), ending in figures."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
-from tqdm import tqdm
-
-from maskstudy.data import from_config
 from maskstudy.plots.accuracy import accuracy_vs_remaining
-from maskstudy.runs.presets import get_preset
-from maskstudy.runs.run import run
-from maskstudy.runs.table import runs_frame
+from maskstudy.runs.executors import run_sweep
+from maskstudy.runs.sweep import open_sweep
 
-CRITERIA = ("magnitude", "random")
-REGIMES = ("rewind", "reinit", "finetune")
-SEEDS = (0, 1)
+DEMO_SWEEP = """\
+# maskstudy demo: criteria x regimes x seeds on scikit-learn's digits (embedded, no download)
+preset = "lenet300_digits"
+levels = {levels}
+seeds = [0, 1]
+
+[grid]
+"prune.criterion" = ["magnitude", "random"]
+regime = ["rewind", "reinit", "finetune"]
+"""
 
 
-def demo(out: str | Path = "demo", levels: int = 5, device: str = "cpu") -> Path:
-    """Run criteria × regimes × seeds on digits into ``out/runs``, write the table and figures."""
+def demo(out: str | Path = "demo", levels: int = 5, device: str | None = None) -> Path:
+    """Run the demo sweep into ``out/runs``, then write ``out/results.csv`` and ``out/figures``."""
     out = Path(out)
-    base = get_preset("lenet300_digits").replace({"levels": levels})
-    grid = [
-        base.replace({"prune.criterion": c, "regime": r, "seed": s})
-        for c, r, s in itertools.product(CRITERIA, REGIMES, SEEDS)
-    ]
-    data = from_config(base.data, device=device)
-    runs = [
-        run(cfg, out / "runs", data=data, progress=False) for cfg in tqdm(grid, desc="demo runs")
-    ]
-    frame = runs_frame(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_file = out / "demo_sweep.toml"
+    sweep_file.write_text(DEMO_SWEEP.format(levels=levels))
+    run_sweep(sweep_file, out / "runs", device=device)
+    frame = open_sweep(out / "runs").frame()
     frame.to_csv(out / "results.csv", index=False)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
