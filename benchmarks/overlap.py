@@ -6,6 +6,9 @@ scipy compares every pair with its C loop over the booleans. The masks have LeNe
 266,200 weights by default. scipy may run on the first ``--baseline-masks`` masks only: its
 cost per pair is constant, so its time is then scaled to the full number of pairs (printed).
 
+The issue's target size: ``--masks 256 --weights 1000000 --baseline-masks 64``. Peak memory
+is what ``pairwise`` allocates on top of the masks (tracemalloc sees numpy's buffers).
+
     python benchmarks/overlap.py [--masks 200] [--weights 266200] [--density 0.2]
                                  [--baseline-masks 200] [--repeats 2] [--seed 0]
 """
@@ -13,7 +16,9 @@ cost per pair is constant, so its time is then scaled to the full number of pair
 from __future__ import annotations
 
 import argparse
+import resource
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
@@ -39,6 +44,16 @@ def best_time(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.nda
         result = fn()
         times.append(time.perf_counter() - began)
     return min(times), result
+
+
+def peak_extra_memory(fn: Callable[[], np.ndarray]) -> int:
+    """Bytes numpy allocated at the peak of one ``fn()`` call, beyond what existed before it."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def positive_int(text: str) -> int:
@@ -99,6 +114,12 @@ def main() -> None:
         f"({base / base_pairs * 1e6:.2f} us/pair, {note})"
     )
     print(f"matrices agree to {error:.1e}; speed ratio scipy/maskstudy: {scaled / ours:.1f}x")
+    extra = peak_extra_memory(lambda: pairwise(list(masks), "jaccard"))
+    print(
+        f"peak memory: pairwise allocates {extra / 2**20:.1f} MiB beyond the "
+        f"{masks.nbytes / 2**20:.0f} MiB of boolean masks it reads; "
+        f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,16 @@
 
 __version__ = "0.1.0"
 
+from maskstudy.runs.discover import open_runs
+from maskstudy.runs.imports import from_pruned_model, open_openlth
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
 
-__all__ = ["open_run", "open_sweep", "__version__"]
+__all__ = [
+    "open_run",
+    "open_sweep",
+    "open_runs",
+    "open_openlth",
+    "from_pruned_model",
+    "__version__",
+]

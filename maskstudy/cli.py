@@ -134,6 +134,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maskstudy.analysis.report import analysis_tables, write_tables
+    from maskstudy.runs.discover import open_runs
+
+    runs = open_runs(args.dir)
+    out = Path(args.out) if args.out else Path(args.dir) / "analysis"
+    tables = analysis_tables(runs)
+    for path in write_tables(tables, out):
+        print(f"{path}  ({len(tables[path.stem]):,} rows)")
+    return 0
+
+
+def cmd_lmc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maskstudy.analysis.lmc import lmc_probe
+    from maskstudy.runs.store import open_run
+
+    run = open_run(args.run)
+    result = lmc_probe(
+        run,
+        args.level,
+        data_root=args.data,
+        seeds=tuple(args.seeds),
+        points=args.points,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    name = f"lmc_level{args.level:02d}_seeds{args.seeds[0]}-{args.seeds[1]}.csv"
+    out = Path(args.out) if args.out else run.path / "analysis" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.curve.to_csv(out, index=False)
+    verdict = "stable" if result.stable else "unstable"
+    print(
+        f"level {args.level}: error barrier {100 * result.barrier_test:.2f} points (test), "
+        f"{100 * result.barrier_train:.2f} (train): {verdict} (threshold 2 points)\n"
+        f"curve: {out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir", help="sweep directory")
     st.add_argument("--short", action="store_true", help="leave out the run ids")
     st.set_defaults(func=cmd_status)
+
+    a = sub.add_parser("analyze", help="overlap, structure and stability tables of a set of runs")
+    a.add_argument("dir", help="sweep, run, folder of runs, or OpenLTH results directory")
+    a.add_argument("--out", help="where the tables go (default: DIR/analysis)")
+    a.set_defaults(func=cmd_analyze)
+
+    m = sub.add_parser("lmc", help="linear-mode-connectivity error barrier of one level of a run")
+    m.add_argument("run", help="run directory")
+    m.add_argument("--level", type=int, required=True, help="level whose start weights are copied")
+    m.add_argument(
+        "--seeds", type=int, nargs=2, default=[1, 2], help="data-order seeds of the two copies"
+    )
+    m.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
+    m.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
+    m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    m.add_argument(
+        "--out", help="CSV of the curve (default: RUN/analysis/lmc_levelLL_seedsA-B.csv)"
+    )
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=cmd_lmc)
 
     p = sub.add_parser("presets", help="list presets with their hyperparameters")
     p.set_defaults(func=cmd_presets)

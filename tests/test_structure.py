@@ -340,9 +340,9 @@ def test_structure_table_over_a_store(tmp_path, criteria):
     table = structure_table([run], levels=[1])
     assert set(table.level) == {1}
     assert len(table) == 2 * 3 + 3 * 2  # 2 conv layers × 3 units + 3 linear layers × 2 units
-    assert (table.run == run.run_id).all() and (table.regime == "reinit").all()
+    assert (table.run_id == run.run_id).all() and (table.regime == "reinit").all()
     assert (table.seed == 3).all() and (table.model == "lenet5").all()
-    got = table.query("layer == 'conv2.weight'").drop(columns=["run", "level", "layer"])
+    got = table.query("layer == 'conv2.weight'").drop(columns=["run_id", "level", "layer"])
     expected = conv_structure(masks[1]["conv2.weight"])
     assert np.allclose(got[expected.columns[1:]].to_numpy(float),
                        expected[expected.columns[1:]].to_numpy(float), equal_nan=True)  # fmt: skip

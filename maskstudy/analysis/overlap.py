@@ -32,7 +32,7 @@ from maskstudy.analysis.chance import (
 )
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import RunConfig, field_paths
-from maskstudy.runs.table import ALIASES, flatten
+from maskstudy.runs.table import ALIASES, flatten, run_name
 
 MaskLike = torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray]
 
@@ -369,11 +369,6 @@ class RunLike(Protocol):
     def levels(self) -> list[int]: ...
 
     def mask(self, level: int) -> dict[str, torch.Tensor]: ...
-
-
-def run_name(run: RunLike) -> str:
-    """The run's id (``run.run_id`` when it has one, else the hash of its config)."""
-    return getattr(run, "run_id", None) or run.config.run_id()
 
 
 def along_field(along: str) -> str:

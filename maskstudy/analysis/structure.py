@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from maskstudy.analysis.chance import alive_count_pmf, log_prob_all_pruned
-from maskstudy.analysis.overlap import RunLike, run_name
+from maskstudy.analysis.overlap import RunLike
 from maskstudy.errors import ConfigError
-from maskstudy.runs.table import ALIASES, flatten
+from maskstudy.runs.table import config_columns
 
 __all__ = [
     "conv_structure",
@@ -280,12 +280,11 @@ def effective_sparsity(mask: Mapping[str, Any], model: nn.Module) -> pd.DataFram
 # --- tables over runs -----------------------------------------------------------------------
 def structure_table(runs: Iterable[RunLike], levels: Iterable[int] | None = None) -> pd.DataFrame:
     """Tidy structure table over (run, level, layer, unit): :func:`layer_structure` rows plus
-    the run id and the config aliases (model, dataset, criterion, scope, regime, seed)."""
+    the run id and the config columns (model, dataset, criterion, scope, regime, seed, ...)."""
     wanted = None if levels is None else set(levels)
     frames = []
     for run in runs:
-        flat = flatten(run.config.to_dict())
-        ids = {"run": run_name(run), **{alias: flat[path] for path, alias in ALIASES.items()}}
+        ids = config_columns(run)
         for level in run.levels:
             if wanted is not None and level not in wanted:
                 continue
@@ -293,7 +292,8 @@ def structure_table(runs: Iterable[RunLike], levels: Iterable[int] | None = None
                 frame = layer_structure(m)
                 frame.insert(0, "layer", layer)
                 frame.insert(0, "level", level)
-                for col, value in reversed(ids.items()):
-                    frame.insert(0, col, value)
+                frame.insert(0, "run_id", ids["run_id"])
+                for col, value in ids.items():
+                    frame[col] = value
                 frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

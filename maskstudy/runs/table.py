@@ -34,9 +34,15 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_columns(run: Run) -> dict[str, Any]:
+def run_name(run: Any) -> str:
+    """The run's id (``run.run_id`` when it has one, else the hash of its config)."""
+    return getattr(run, "run_id", None) or run.config.run_id()
+
+
+def config_columns(run: Any) -> dict[str, Any]:
+    """run_id, the aliases (model, criterion, regime, seed, ...) and every dotted config field."""
     flat = flatten(run.config.to_dict())
-    return {"run_id": run.run_id, **{a: flat[k] for k, a in ALIASES.items()}, **flat}
+    return {"run_id": run_name(run), **{a: flat[k] for k, a in ALIASES.items()}, **flat}
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:

@@ -1,0 +1,231 @@
+"""Linear mode connectivity (papers.md §2.3, §7.5; S4 of §1.4.5): train two copies of a level
+from the same start with different data orders, then measure the error along the straight line
+between them. The error barrier sup_α E(αW¹ + (1−α)W²) − ½(E(W¹) + E(W²)) is ≈ 0 for a
+network that is stable to SGD noise; Frankle et al. call it stable below 2 %.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from maskstudy.data import from_config
+from maskstudy.data.base import Data, Split
+from maskstudy.errors import ConfigError
+from maskstudy.runs.run import build_model
+from maskstudy.runs.store import Run
+from maskstudy.train import Stacked, evaluate, train_replicas
+
+__all__ = [
+    "LMCResult",
+    "STABLE_BARRIER",
+    "error_barrier",
+    "interpolate",
+    "interpolation_errors",
+    "lmc_probe",
+]
+
+STABLE_BARRIER = 0.02  # Frankle et al. (LMC): stable when the barrier is below 2 % error
+SPLITS = ("test", "train")
+
+State = Mapping[str, torch.Tensor]
+
+
+def interpolate(w1: State, w2: State, alpha: float) -> dict[str, torch.Tensor]:
+    """α·w1 + (1−α)·w2 for every floating tensor (BatchNorm running statistics included);
+    integer tensors (``num_batches_tracked``) are taken from ``w1``. Exact at α = 0 and 1."""
+    return {
+        name: alpha * t + (1 - alpha) * w2[name] if t.is_floating_point() else t.clone()
+        for name, t in w1.items()
+    }
+
+
+def _check_states(model: nn.Module, w1: State, w2: State) -> None:
+    expected = model.state_dict()
+    for label, state in (("w1", w1), ("w2", w2)):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ConfigError(
+                f"{label} does not match the model's state dict (missing: {missing}, "
+                f"extra: {extra}); pass full state dicts of this architecture"
+            )
+        for name, t in state.items():
+            if tuple(t.shape) != tuple(expected[name].shape):
+                raise ConfigError(
+                    f"{label}[{name!r}] has shape {tuple(t.shape)} but the model's has "
+                    f"{tuple(expected[name].shape)}: the weights belong to another model"
+                )
+
+
+def interpolation_errors(
+    model: nn.Module,
+    w1: State,
+    w2: State,
+    split: Split,
+    points: int = 30,
+    batch_size: int = 1000,
+) -> pd.DataFrame:
+    """Loss and error (1 − accuracy) of :func:`interpolate` (w1, w2, α) on ``split`` at
+    ``points`` evenly spaced α in [0, 1] (both ends included): α = 1 is ``w1``, α = 0 is ``w2``.
+
+    Columns ``alpha``, ``loss``, ``error``. ``model`` only gives the architecture: a copy of it,
+    moved to the split's device, is evaluated (eval mode, :func:`maskstudy.train.loop.evaluate`).
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ConfigError(f"points = {points!r} must be an integer >= 2 (both ends of the path)")
+    _check_states(model, w1, w2)
+    probe = copy.deepcopy(model).to(split.x.device)
+    rows = []
+    for alpha in np.linspace(0.0, 1.0, points).tolist():
+        probe.load_state_dict(interpolate(w1, w2, alpha))
+        loss, accuracy = evaluate(probe, split, batch_size)
+        rows.append({"alpha": alpha, "loss": loss, "error": 1.0 - accuracy})
+    return pd.DataFrame(rows)
+
+
+def error_barrier(errors: pd.DataFrame | Sequence[float] | np.ndarray) -> float:
+    """sup_α E_α − ½(E(W¹) + E(W²)): the highest error on the path above the mean of its ends.
+
+    ``errors`` is one curve: a frame with ``alpha`` and ``error`` columns (any row order), or
+    the errors themselves ordered by α. Never negative, since the ends are on the path.
+    """
+    if isinstance(errors, pd.DataFrame):
+        if not {"alpha", "error"} <= set(errors.columns):
+            raise ConfigError(
+                f"the error frame has columns {list(errors.columns)}; it needs 'alpha' and "
+                "'error' (the output of interpolation_errors for one split)"
+            )
+        if errors["alpha"].duplicated().any():
+            raise ConfigError(
+                "the error frame repeats alpha values: it holds more than one curve; "
+                "select one split first, e.g. curve[curve.split == 'test']"
+            )
+        values = errors.sort_values("alpha")["error"].to_numpy(np.float64)
+    else:
+        values = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if len(values) < 2:
+        raise ConfigError(
+            f"an error curve needs at least its two end points, got {len(values)} values"
+        )
+    return float(values.max() - (values[0] + values[-1]) / 2)
+
+
+@dataclass
+class LMCResult:
+    """The outcome of :func:`lmc_probe` for one level of one run.
+
+    ``curve``: tidy frame (``split``, ``alpha``, ``loss``, ``error``) for the test and train
+    splits, α = 1 being copy 1; ``barrier_test`` / ``barrier_train``: :func:`error_barrier`
+    of each split; ``stable``: ``barrier_test < STABLE_BARRIER``; ``final_errors``: per split,
+    the (copy 1, copy 2) errors; ``weights``: the two trained copies' state dicts.
+    """
+
+    level: int
+    start_step: int
+    seeds: tuple[int, int]
+    curve: pd.DataFrame
+    barrier_test: float
+    barrier_train: float
+    stable: bool
+    final_errors: dict[str, tuple[float, float]]
+    weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar results as one flat dict (a table row, or what a CLI prints)."""
+        out: dict[str, Any] = {
+            "level": self.level,
+            "start_step": self.start_step,
+            "seeds": list(self.seeds),
+            "barrier_test": self.barrier_test,
+            "barrier_train": self.barrier_train,
+            "stable": self.stable,
+        }
+        for split, (e1, e2) in self.final_errors.items():
+            out[f"{split}_error_1"], out[f"{split}_error_2"] = e1, e2
+        return out
+
+
+def _check_probe(run: Run, level: int, seeds: Sequence[int]) -> tuple[int, int]:
+    if level not in run.levels:
+        raise ConfigError(
+            f"level = {level!r} is not a completed level of {run.path}; "
+            f"completed levels: {run.levels}"
+        )
+    seeds = tuple(seeds)
+    valid = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    if len(seeds) != 2 or not valid or seeds[0] == seeds[1]:
+        raise ConfigError(
+            f"seeds = {seeds!r} must be two different integers >= 0 "
+            "(the data-order seeds of the two copies), e.g. (1, 2)"
+        )
+    return seeds[0], seeds[1]
+
+
+def lmc_probe(
+    run: Run,
+    level: int,
+    *,
+    data_root: str | Path | None = None,
+    data: Data | None = None,
+    seeds: Sequence[int] = (1, 2),
+    points: int = 30,
+    device: str = "cpu",
+    progress: bool = False,
+) -> LMCResult:
+    """Instability analysis of level ``level`` of a stored run (Frankle et al. 2020).
+
+    Two copies start from the level's start weights (``run.weights(level, which="start")``)
+    under its mask, at its start step, and train to the end of the run's ``train`` config side
+    by side, copy i seeing the data order (and augmentation) of ``seeds[i]``. Then the errors
+    along the straight line between them on the test and train splits, and the barriers.
+    ``data`` (a preloaded dataset, moved to ``device``) skips loading ``run.config.data`` from
+    ``data_root``. Raises ConfigError for a level the run has not completed.
+    """
+    seed_pair = _check_probe(run, level, seeds)
+    cfg = run.config
+    data = (data if data is not None else from_config(cfg.data, data_root, device)).to(device)
+    mask = run.mask(level)
+    start = run.weights(level, which="start")
+    start_step = int(run.level_metrics(level)["start_step"])
+    template = build_model(cfg, data, seed=cfg.seed).to(device)
+    net = Stacked(template, [start, start])
+    train_replicas(
+        net,
+        data,
+        cfg.train,
+        masks=[mask, mask],
+        seeds=list(seed_pair),
+        start_step=start_step,
+        progress=f"lmc level {level} ×2 copies" if progress else None,
+    )
+    w1, w2 = net.states()
+    curves = {
+        name: interpolation_errors(template, w1, w2, split, points)
+        for name, split in (("test", data.test), ("train", data.train))
+    }
+    barriers = {name: error_barrier(curve) for name, curve in curves.items()}
+    curve = pd.concat([c.assign(split=name) for name, c in curves.items()], ignore_index=True)[
+        ["split", "alpha", "loss", "error"]
+    ]
+    return LMCResult(
+        level=level,
+        start_step=start_step,
+        seeds=seed_pair,
+        curve=curve,
+        barrier_test=barriers["test"],
+        barrier_train=barriers["train"],
+        stable=barriers["test"] < STABLE_BARRIER,
+        final_errors={
+            name: (float(c["error"].iloc[-1]), float(c["error"].iloc[0]))
+            for name, c in curves.items()
+        },
+        weights=(w1, w2),
+    )

@@ -1,0 +1,173 @@
+"""Linear mode connectivity: exact path end points, barrier arithmetic, and the probe on a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskstudy.analysis.lmc import (
+    STABLE_BARRIER,
+    error_barrier,
+    interpolate,
+    interpolation_errors,
+    lmc_probe,
+)
+from maskstudy.data import from_config
+from maskstudy.data.base import Split
+from maskstudy.errors import ConfigError
+from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from maskstudy.runs.run import build_model, run
+from maskstudy.train import evaluate, train
+
+
+def bn_net(seed: int) -> nn.Module:
+    """A small MLP with BatchNorm whose running statistics are far from their defaults."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3)
+    )
+    bn = net[2]
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.num_batches_tracked.fill_(seed + 5)
+    return net
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    gen = torch.Generator().manual_seed(7)
+    return Split(torch.randn(50, 1, 4, 4, generator=gen), torch.randint(0, 3, (50,), generator=gen))
+
+
+def state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_end_points_equal_evaluate_exactly_and_buffers_are_interpolated(split):
+    model, w1, w2 = bn_net(0), state(bn_net(1)), state(bn_net(2))
+    before = state(model)
+    curve = interpolation_errors(model, w1, w2, split, points=5)
+    assert list(curve.columns) == ["alpha", "loss", "error"]
+    assert curve.alpha.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for alpha, weights in ((1.0, w1), (0.0, w2)):
+        model.load_state_dict(weights)
+        loss, acc = evaluate(model, split)
+        row = curve[curve.alpha == alpha].iloc[0]
+        assert (row.loss, row.error) == (loss, 1.0 - acc)
+        model.eval()
+        with torch.no_grad():
+            logits = model(split.x)
+        assert row.loss == pytest.approx(F.cross_entropy(logits, split.y).item(), rel=1e-6)
+        assert row.error == pytest.approx((logits.argmax(1) != split.y).float().mean().item())
+    assert all(torch.equal(state(bn_net(0))[k], before[k]) for k in before)  # model untouched
+
+    ends = interpolate(w1, w2, 0.0)
+    assert torch.equal(ends["2.num_batches_tracked"], w1["2.num_batches_tracked"])
+    assert torch.equal(ends["2.running_var"], w2["2.running_var"])
+    halfway = {k: (w1[k] + w2[k]) / 2 if w1[k].is_floating_point() else w1[k] for k in w1}
+    model.load_state_dict(halfway)
+    middle = curve[curve.alpha == 0.5].iloc[0]
+    assert middle.loss == pytest.approx(evaluate(model, split)[0], rel=1e-6)
+    model.load_state_dict({**halfway, "2.running_mean": w1["2.running_mean"]})
+    assert abs(middle.loss - evaluate(model, split)[0]) > 1e-3  # the BN statistics moved too
+
+
+def test_barrier_of_hand_made_curves():
+    assert error_barrier([0.10, 0.30, 0.25, 0.05]) == pytest.approx(0.30 - 0.075)
+    assert error_barrier(np.array([0.1, 0.2, 0.3])) == pytest.approx(0.1)  # a straight line
+    assert error_barrier([0.2, 0.1, 0.2]) == pytest.approx(0.0)  # a valley has no barrier
+    frame = pd.DataFrame({"alpha": [1.0, 0.0, 0.5], "error": [0.05, 0.10, 0.30]})
+    assert error_barrier(frame) == pytest.approx(0.30 - 0.075)  # rows sorted by alpha first
+
+
+@pytest.mark.parametrize(
+    "errors,message",
+    [
+        ([0.1], "at least its two end points"),
+        (pd.DataFrame({"alpha": [0.0, 1.0], "loss": [1.0, 2.0]}), "needs 'alpha' and 'error'"),
+        (pd.DataFrame({"alpha": [0.0, 1.0, 0.0, 1.0], "error": [0.1] * 4}), "more than one"),
+    ],
+)
+def test_barrier_rejects_bad_curves(errors, message):
+    with pytest.raises(ConfigError, match=message):
+        error_barrier(errors)
+
+
+def test_barrier_is_zero_between_identical_weights(split):
+    model, w = bn_net(0), state(bn_net(3))
+    curve = interpolation_errors(model, w, w, split, points=7)
+    assert error_barrier(curve) == pytest.approx(0.0, abs=1e-12)
+    assert curve.loss.to_numpy() == pytest.approx(curve.loss.iloc[0], rel=1e-6)
+
+
+def test_interpolation_rejects_bad_arguments(split):
+    model, w = bn_net(0), state(bn_net(1))
+    with pytest.raises(ConfigError, match="points = 1"):
+        interpolation_errors(model, w, w, split, points=1)
+    with pytest.raises(ConfigError, match=r"w2 does not match .*missing: \['4.bias'\]"):
+        interpolation_errors(model, w, {k: v for k, v in w.items() if k != "4.bias"}, split)
+    with pytest.raises(ConfigError, match=r"w1\['1.weight'\] has shape \(12, 17\)"):
+        interpolation_errors(model, {**w, "1.weight": torch.zeros(12, 17)}, w, split)
+
+
+# --- the probe on a stored run --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rewound(tmp_path_factory):
+    cfg = RunConfig(
+        data=DataConfig(name="synthetic", synthetic_shape=(1, 8, 8), synthetic_size=256),
+        model=ModelConfig(name="lenet300_100", width=0.2),
+        train=TrainConfig(
+            optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, duration="16it", eval_every="8it"
+        ),
+        prune=PruneConfig(amount=0.2, layer_amounts={"output": 0.1}),
+        rewind_to="4it",
+        levels=2,
+    )
+    return run(cfg, tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def test_probe_trains_two_masked_copies_from_the_level_start(rewound):
+    result = lmc_probe(rewound, 2, seeds=(1, 2))
+    assert result.start_step == 4 == rewound.level_metrics(2)["start_step"]
+    w1, w2 = result.weights
+    mask = rewound.mask(2)
+    for w in (w1, w2):
+        assert all((w[k][~mask[k]] == 0).all() for k in mask)  # pruned weights exactly zero
+    assert any(not torch.equal(w1[k], w2[k]) for k in mask)  # different data orders
+    # copy 1 is the level's start, masked, trained from step 4 on data order 1
+    data = from_config(rewound.config.data)
+    alone = build_model(rewound.config, data, seed=0)
+    alone.load_state_dict(rewound.weights(2, which="start"))
+    train(alone, data, rewound.config.train, mask=mask, seed=1, start_step=4)
+    trained = alone.state_dict()
+    assert max((trained[k] - w1[k]).abs().max().item() for k in w1) < 1e-4
+
+    curve = result.curve
+    assert list(curve.columns) == ["split", "alpha", "loss", "error"]
+    assert curve.groupby("split").size().to_dict() == {"test": 30, "train": 30}
+    assert curve[curve.split == "test"].alpha.tolist() == pytest.approx(np.linspace(0, 1, 30))
+    test_curve = curve[curve.split == "test"]
+    assert result.barrier_test == error_barrier(test_curve)
+    assert result.barrier_train == error_barrier(curve[curve.split == "train"])
+    assert np.isfinite([result.barrier_test, result.barrier_train]).all()
+    assert result.barrier_test >= 0 and result.barrier_train >= 0
+    assert result.stable == (result.barrier_test < STABLE_BARRIER)
+    alone.load_state_dict(w1)
+    assert result.final_errors["test"][0] == 1 - evaluate(alone, data.test)[1]
+    assert result.final_errors["test"][1] == test_curve.error.iloc[0]
+    summary = result.summary()
+    assert summary["level"] == 2 and summary["seeds"] == [1, 2]
+    assert summary["train_error_2"] == result.final_errors["train"][1]
+
+
+def test_probe_rejects_bad_levels_and_seeds(rewound):
+    with pytest.raises(ConfigError, match=r"level = 5 is not a completed level.*\[0, 1, 2\]"):
+        lmc_probe(rewound, 5)
+    with pytest.raises(ConfigError, match="two different integers"):
+        lmc_probe(rewound, 1, seeds=(3, 3))
+    with pytest.raises(ConfigError, match="two different integers"):
+        lmc_probe(rewound, 1, seeds=(1, 2, 3))
