@@ -1,10 +1,10 @@
-"""K seeds of LeNet-300-100 on MNIST trained side by side (stacked) vs one after another.
+"""K seeds of LeNet-300-100 on MNIST (or digits) trained side by side (stacked) vs one after another.
 
 Both ways run the same ``maskstudy.train`` loop in this process, from the same K initial weights
 and 80 %-pruned masks, with Adam 1.2e-3, batch 60 and one evaluation at the end; the ratio is
 sequential time / stacked time (throughput gain).
 
-    python benchmarks/replicas.py [--data ../shared/data] [--steps 300] [--ks 1 8 32] [--device cpu]
+    python benchmarks/replicas.py [--data ../shared/data] [--dataset mnist|digits] [--steps 300] [--ks 1 8 32] [--device cpu]
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument(
+        "--dataset", default="mnist", help="mnist, or digits (8×8 inputs: overhead-bound steps)"
+    )
     parser.add_argument("--steps", type=int, default=300, help="training steps per replica")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    data = load("mnist", args.data, device=args.device)
+    data = load(args.dataset, args.data, device=args.device)
     cfg = TrainConfig(
         optimizer="adam",
         lr=1.2e-3,
@@ -85,7 +88,7 @@ def main() -> None:
         eval_every=f"{args.steps}it",
     )
     print(
-        f"LeNet-300-100 on MNIST, {args.steps} steps per seed, batch 60, 20 % of weights kept; torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads"
+        f"LeNet-300-100 on {args.dataset}, {args.steps} steps per seed, batch 60, 20 % of weights kept; torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads"
     )
     print(f"{'K':>4} {'one after another':>18} {'side by side':>14} {'ratio':>7}")
     compare(2, data, cfg, args.device)  # warm-up: allocator, kernels, vmap tracing

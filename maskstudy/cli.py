@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -265,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MaskstudyError as e:
         print(f"maskstudy: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             "maskstudy: interrupted; completed levels are saved, run again to resume",

@@ -113,50 +113,49 @@ def _entries(mask: MaskLike, names: list[str], index: int) -> list[Any]:
 
 
 # --- counting -------------------------------------------------------------------------------
-def _count_rows(
-    rows: range, block: np.ndarray, out: np.ndarray, both: np.ndarray, ones: np.ndarray
-) -> None:
-    """out[i, i:] += popcount(block[i] & block[i:]) for each row i in ``rows`` (scratch: both, ones)."""
-    for i in rows:
-        m = len(block) - i
-        np.bitwise_and(block[i], block[i:], out=both[:m])
-        np.bitwise_count(both[:m], out=ones[:m])
-        out[i, i:] += ones[:m].sum(axis=1, dtype=np.uint32)
+def _pack(mask_parts: list[np.ndarray], out: np.ndarray) -> None:
+    """Bit-pack one mask's entries into ``out`` (uint64 words), each entry zero-padded to a word."""
+    raw = out.view(np.uint8)
+    at = 0
+    for part in mask_parts:
+        packed = np.packbits(part)
+        raw[at : at + len(packed)] = packed
+        at += -(-len(part) // 64) * 8
+
+
+def _count_rows(rows: range, packed: np.ndarray, words: int, out: np.ndarray) -> None:
+    """out[i, i:] = Σ popcount(packed[i] & packed[i:]) for each row i in ``rows``, ``words``
+    64-bit words at a time (small scratch buffers that stay in cache)."""
+    count = len(packed)
+    both = np.empty((count, words), np.uint64)
+    ones = np.empty((count, words), np.uint8)
+    for start in range(0, packed.shape[1], words):
+        block = packed[:, start : start + words]
+        used = block.shape[1]
+        for i in rows:
+            m = count - i
+            np.bitwise_and(block[i], block[i:], out=both[:m, :used])
+            np.bitwise_count(both[:m, :used], out=ones[:m, :used])
+            out[i, i:] += ones[:m, :used].sum(axis=1, dtype=np.uint32)
 
 
 def _intersections(parts: list[list[np.ndarray]], chunk: int, threads: int) -> np.ndarray:
     """N×N matrix of |A_i ∧ A_j| (kept counts on the diagonal), exact int64.
 
-    Each entry is packed ``chunk`` weights at a time into 64-bit words (zero padded); threads
-    take interleaved rows of the upper triangle.
+    Every mask is bit-packed once (N·n/8 bytes, an eighth of the boolean masks), then each
+    thread takes interleaved rows of the upper triangle and sweeps them ``chunk`` weights at a
+    time, with no barrier between chunks.
     """
     count = len(parts)
-    words = -(-min(chunk, max(len(part) for part in parts[0])) // 64)
-    block = np.zeros((count, words), np.uint64)
-    raw = block.view(np.uint8)
+    total_words = sum(-(-len(part) // 64) for part in parts[0])
+    packed = np.zeros((count, total_words), np.uint64)  # zero padding after each entry
     out = np.zeros((count, count), np.int64)
-    groups = [range(t, count, threads) for t in range(min(threads, count))]
-    scratch = [
-        (np.empty((count, words), np.uint64), np.empty((count, words), np.uint8)) for _ in groups
-    ]
-    with ThreadPoolExecutor(len(groups)) as pool:
-        for p in range(len(parts[0])):
-            length = len(parts[0][p])
-            for start in range(0, length, chunk):
-                stop = min(start + chunk, length)
-                used = -(-(stop - start) // 64)
-                for i, mask in enumerate(parts):
-                    packed = np.packbits(mask[p][start:stop])
-                    raw[i, : len(packed)] = packed
-                    raw[i, len(packed) : used * 8] = 0
-                jobs = [
-                    pool.submit(
-                        _count_rows, rows, block[:, :used], out, both[:, :used], ones[:, :used]
-                    )
-                    for rows, (both, ones) in zip(groups, scratch, strict=True)
-                ]
-                for job in jobs:
-                    job.result()
+    workers = min(threads, count)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(_pack, parts, packed))
+        groups = [range(t, count, workers) for t in range(workers)]
+        words = -(-min(chunk, 64 * total_words) // 64)
+        list(pool.map(lambda rows: _count_rows(rows, packed, words, out), groups))
     return out + np.triu(out, 1).T
 
 
@@ -175,9 +174,9 @@ def pairwise_counts(
     """(I, n): I[i, j] = |A_i ∧ A_j| as exact int64 (kept counts on the diagonal), n weights.
 
     Popcount over bit-packed masks, ``chunk`` weights at a time on ``threads`` threads (default
-    ``torch.get_num_threads()``). Peak extra memory ≈ N·chunk/8 · (1 + 1.125·threads) bytes +
-    16·N² bytes (2 MiB per thread-block for N = 256 at the default chunk), plus a full copy of
-    any mask that is not a contiguous CPU tensor/array.
+    ``torch.get_num_threads()``). Peak extra memory ≈ N·n/8 bytes (the packed masks) +
+    1.125·N·chunk/8 bytes per thread + 16·N² bytes, plus a full copy of any mask that is not a
+    contiguous CPU tensor/array.
     """
     threads = _check_chunk(chunk, threads)
     _, parts = _parts(list(masks))
