@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -90,11 +91,15 @@ def test_a_level_without_done_is_not_complete(tmp_path):
     assert set(open_run(run.path).history()["level"]) == {0, 1}
 
 
-def test_rewriting_a_level_replaces_its_history(tmp_path):
+def test_rewriting_a_level_replaces_its_history_and_keeps_the_others(tmp_path):
     _, run = make_run(tmp_path)
+    before = open_run(run.path).history()
     save_level(run, 1, random_mask(1), {"w": torch.zeros(1)}, {"level": 1}, [{"step": 99}])
     hist = open_run(run.path).history()
-    assert hist[hist.level == 1]["step"].tolist() == [99] and set(hist.level) == {0, 1}
+    assert hist[hist.level == 1]["step"].tolist() == [99]
+    others = before[before.level != 1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(hist[hist.level != 1].reset_index(drop=True), others)  # each
+    assert set(hist.level) == set(before.level)  # level's rows still match its own DONE
 
 
 @pytest.mark.parametrize("name", ["mask.safetensors", "final.safetensors", "metrics.json"])

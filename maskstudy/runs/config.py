@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -25,11 +26,18 @@ def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
         raise ConfigError(f"{name} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+def _registered(registry: Any, value: str, name: str) -> None:
+    try:
+        registry.get(value)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def _positive(value: Any, name: str, *, zero_ok: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(f"{name} = {value!r} must be a number {bound}")
+        raise ConfigError(f"{name} = {value!r} must be a finite number {bound}")
 
 
 def _fraction(value: Any, name: str) -> None:
@@ -50,7 +58,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         from maskstudy.data import DATASETS
 
-        DATASETS.get(self.name)
+        _registered(DATASETS, self.name, "data.name")
         _positive(self.val_size, "data.val_size", zero_ok=True)
 
 
@@ -63,7 +71,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from maskstudy.models import MODELS
 
-        MODELS.get(self.name)
+        _registered(MODELS, self.name, "model.name")
         _choice(self.init, INITS, "model.init")
         _positive(self.width, "model.width")
 
@@ -114,7 +122,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         from maskstudy.pruning import CRITERIA
 
-        CRITERIA.get(self.criterion)
+        _registered(CRITERIA, self.criterion, "prune.criterion")
         _fraction(self.amount, "prune.amount")
         _choice(self.scope, SCOPES, "prune.scope")
         _choice(self.rounding, ROUNDINGS, "prune.rounding")
@@ -251,7 +259,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} = {value!r} must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{path} = {value!r} must be a finite number") from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path} = {value!r} must be a string")
@@ -266,7 +277,7 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {d!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted(str(k) for k in d if k not in names)
     if unknown:
         raise ConfigError(_unknown_field(prefix + unknown[0], cls=RunConfig))
     kwargs = {}

@@ -22,18 +22,19 @@ from tqdm import tqdm
 from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.files import write_atomic
-from maskstudy.runs.lock import RunLock, clear_error, record_error
+from maskstudy.runs.files import is_temp_file, write_atomic
+from maskstudy.runs.lock import RunLock, clear_error, divergence, record_error
 from maskstudy.runs.run import replica_key, run_group
 from maskstudy.runs.store import Run
 from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep
+from maskstudy.train import Diverged
 
 # Models small enough that stacking seeds beats running them one after another (measured on CPU:
 # benchmarks/replicas.py); larger models already fill the device on their own.
 REPLICA_MODELS = frozenset({"lenet300_100", "lenet5", "lenet5_caffe", "conv2", "conv4", "conv6"})
 DEFAULT_REPLICAS = 8
 EXECUTORS = ("local", "slurm")
-Outcome = str  # "trained" | "done" | "busy" | "failed"
+Outcome = str  # "trained" | "done" | "busy" | "failed" | "diverged"
 
 
 def plan_tasks(configs: Sequence[RunConfig], replicas: int | None = None) -> list[list[RunConfig]]:
@@ -68,7 +69,8 @@ def execute_task(
     """Lock, then train (as one replica group) the runs of ``cfgs`` that are not complete.
 
     A run locked by another process is left to it ("busy"). If a group fails, its members are
-    retried one by one; a run that fails alone gets ``error.txt`` and the others go on.
+    retried one by one; a run that fails alone gets ``error.txt`` and the others go on. A run
+    that diverged (now or on an earlier call: ``diverged.json``) is final and not retrained.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -86,6 +88,8 @@ def execute_task(
             held.callback(lock.release)
             if levels_done(run_dir) >= cfg.levels + 1:
                 outcomes[cfg.run_id()] = "done"
+            elif divergence(run_dir) is not None:
+                outcomes[cfg.run_id()] = "diverged"
             else:
                 todo.append(cfg)
         if not todo:
@@ -107,12 +111,18 @@ def execute_task(
             except Exception:
                 pass  # retry the members one by one below: only the culprit should fail
         for cfg in todo:
+            run_dir = out / cfg.run_id()
+            if divergence(run_dir) is not None:  # it diverged in the group above
+                outcomes[cfg.run_id()] = "diverged"
+                continue
             try:
                 run_group([cfg], out, device=device, progress=False, data=data)
-                clear_error(out / cfg.run_id())
+                clear_error(run_dir)
                 outcomes[cfg.run_id()] = "trained"
+            except Diverged:
+                outcomes[cfg.run_id()] = "diverged"
             except Exception as error:
-                record_error(out / cfg.run_id(), error)
+                record_error(run_dir, error)
                 outcomes[cfg.run_id()] = "failed"
     return outcomes
 
@@ -129,6 +139,14 @@ def prepare_sweep_dir(sweep_file: str | Path, out: str | Path, extend: bool = Fa
         ) from None
     spec = parse_sweep(text, str(sweep_file))
     target = out / SWEEP_FILE
+    if not target.is_file() and not extend and out.exists():
+        # another process starting this sweep may be writing sweep.toml (a temp file) or have
+        # just written it: only then is a non-empty directory fine
+        others = [p for p in out.iterdir() if not is_temp_file(p)]
+        if others and not target.is_file():
+            raise StoreError(
+                f"{out} exists and is not a sweep directory (no {SWEEP_FILE}); nothing was written. Choose an empty or new --out"
+            )
     if target.is_file():
         old = target.read_text()
         if old == text:
@@ -142,10 +160,6 @@ def prepare_sweep_dir(sweep_file: str | Path, out: str | Path, extend: bool = Fa
         while (out / f"sweep.{n}.toml").exists():
             n += 1
         write_atomic(out / f"sweep.{n}.toml", old.encode())
-    elif out.exists() and any(out.iterdir()) and not extend:
-        raise StoreError(
-            f"{out} exists and is not a sweep directory (no {SWEEP_FILE}); nothing was written. Choose an empty or new --out"
-        )
     write_atomic(target, text.encode())
     return spec
 

@@ -17,13 +17,15 @@ from safetensors.torch import save as st_save
 
 from maskstudy.errors import StoreError
 
+TEMP_SUFFIX = ".tmp"  # write_atomic's temp files are ".<name>.<random>.tmp" beside the target
+
 
 def write_atomic(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` via a temp file + rename; return its sha256. Errors name the file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -35,6 +37,21 @@ def write_atomic(path: Path, data: bytes) -> str:
             raise
     except OSError as e:
         raise StoreError(f"could not write {path}: {e.strerror or e}") from e
+    return digest(data)
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is named like one of write_atomic's temp files."""
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+
+
+def temp_files(directory: Path) -> list[Path]:
+    """Temp files under ``directory`` left by writes that were killed before their rename."""
+    return sorted(p for p in Path(directory).rglob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def digest(data: bytes) -> str:
+    """The sha256 recorded for every stored file."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -50,7 +67,7 @@ def read_bytes(path: Path, sha256: str | None = None) -> bytes:
         raise StoreError(f"missing file {path}") from None
     except OSError as e:
         raise StoreError(f"could not read {path}: {e.strerror or e}") from e
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    if sha256 is not None and digest(data) != sha256:
         raise StoreError(
             f"{path} is damaged: its sha256 differs from the one recorded when it was written "
             "(truncated copy or altered file); run `maskstudy verify` on the run directory"
@@ -98,6 +115,6 @@ def unpack_mask(data: bytes, path: Path) -> dict[str, torch.Tensor]:
             count = int(np.prod(shape))
             bits = np.unpackbits(packed[name].numpy(), count=count)
             out[name] = torch.from_numpy(bits.astype(bool).reshape(shape))
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path} is not a maskstudy mask file ({e}); it is damaged") from e
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise StoreError(f"{path} is not a maskstudy mask file ({e!r}); it is damaged") from e
     return out

@@ -2,19 +2,27 @@
 
 A run is trained only by the process holding ``<run>/.lock`` (an OS advisory lock: released
 when the process dies, however it dies). A failed run keeps its traceback in ``<run>/error.txt``
-until a later attempt succeeds.
+until a later attempt succeeds. A run whose loss became NaN or infinite gets ``<run>/diverged.json``
+(level, step, message) and is final: nothing retrains it (the same config diverges the same way)
+until that file is deleted.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
+from maskstudy.errors import StoreError
+from maskstudy.runs.files import read_json, write_atomic, write_json
 from maskstudy.runs.store import SIDE_FILES, Run
+from maskstudy.train import Diverged
 
 LOCK_FILE, ERROR_FILE = SIDE_FILES
+DIVERGED_FILE = "diverged.json"
 
 
 class RunLock:
@@ -25,8 +33,14 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(
+                f"could not create the lock file {self.path}: {e.strerror or e}; "
+                "the output directory must be writable"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,10 +74,37 @@ def is_locked(run_dir: Path) -> bool:
 
 
 def record_error(run_dir: Path, error: BaseException) -> None:
-    """Write ``error.txt``: the error on its first line, then the full traceback."""
+    """Write ``error.txt``: the error on its first line, then the full traceback. When even that
+    cannot be written (a full disk), say so on stderr instead: the sweep goes on."""
+    first = f"{type(error).__name__}: {error}"
     trace = "".join(traceback.format_exception(error))
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n\n{trace}")
+    try:
+        write_atomic(Path(run_dir) / ERROR_FILE, f"{first}\n\n{trace}".encode())
+    except StoreError as e:
+        print(f"maskstudy: {e}; the run failed with {first}", file=sys.stderr)
+
+
+def record_divergence(run_dir: Path, level: int, error: Diverged) -> None:
+    """Write ``diverged.json``: the level and absolute step where the loss stopped being finite."""
+    write_json(
+        Path(run_dir) / DIVERGED_FILE, {"level": level, "step": error.step, "message": str(error)}
+    )
+
+
+def divergence(run_dir: Path) -> dict[str, Any] | None:
+    """The divergence record of a run, or None if it never diverged."""
+    path = Path(run_dir) / DIVERGED_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not {"level", "step", "message"} <= set(record):
+        raise StoreError(f"{path} is damaged (no level, step and message); delete it to retrain")
+    return record
+
+
+def divergence_line(record: dict[str, Any]) -> str:
+    """``level L step S: training diverged ... the loss is nan; ...`` for status tables."""
+    return f"level {record['level']} step {record['step']}: {record['message']}"
 
 
 def clear_error(run_dir: Path) -> None:
@@ -84,6 +125,9 @@ def run_state(run_dir: Path, levels: int) -> tuple[str, int, str]:
         return "done", done, ""
     if is_locked(run_dir):
         return "running", done, ""
+    record = divergence(run_dir)
+    if record is not None:
+        return "diverged", done, divergence_line(record)
     if (run_dir / ERROR_FILE).is_file():
         return "failed", done, first_error_line(run_dir)
     return ("partial" if done else "pending"), done, ""

@@ -1,7 +1,9 @@
 """The iterative pruning loop: train → save the level → prune → apply the regime → repeat.
 
 Every level is saved (mask, final weights, metrics) before the next starts, and a finished level
-is never retrained: calling ``run`` again resumes at the first incomplete level.
+is never retrained: calling ``run`` again resumes at the first incomplete level, wherever the
+previous process was killed (tests/test_crash.py). A run whose loss became NaN or infinite is
+recorded as diverged (``diverged.json``) and not retrained until that file is deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from maskstudy.data import from_config
 from maskstudy.data.base import Data
-from maskstudy.errors import ConfigError
+from maskstudy.errors import ConfigError, StoreError
 from maskstudy.models import build
 from maskstudy.pruning import prune
 from maskstudy.pruning.masks import (
@@ -27,10 +29,12 @@ from maskstudy.pruning.masks import (
     prunable_names,
 )
 from maskstudy.runs.config import RunConfig
+from maskstudy.runs.files import temp_files
+from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
-from maskstudy.runs.store import Run, create_run, save_level, save_weights
-from maskstudy.train import Single, Stacked, iterations_per_epoch, train_replicas
+from maskstudy.runs.store import WEIGHT_FILES, Run, create_run, save_level, save_weights
+from maskstudy.train import Diverged, Single, Stacked, iterations_per_epoch, train_replicas
 
 
 def run(
@@ -87,6 +91,14 @@ def run_group(
         )
     cfg0 = cfgs[0]
     paths = [Path(out) / c.run_id() for c in cfgs]
+    for path in paths:
+        record = divergence(path)
+        if record is not None:
+            raise StoreError(
+                f"{path} diverged on an earlier attempt ({divergence_line(record)}); it is not "
+                f"retrained, as the same config diverges again. Delete {path / DIVERGED_FILE} "
+                "to train it anyway"
+            )
     todos = [_levels_to_do(c, path) for c, path in zip(cfgs, paths, strict=True)]
     if not any(todos):
         return [create_run(path, c) for c, path in zip(cfgs, paths, strict=True)]
@@ -104,7 +116,10 @@ def run_group(
     members = []
     for c, path, todo in zip(cfgs, paths, todos, strict=True):
         store = create_run(path, c)  # only now: a config that cannot run leaves nothing behind
-        if not (path / "init.safetensors").is_file():
+        for leftover in temp_files(path):  # from writes killed before their rename
+            leftover.unlink()
+        recorded = store.info.get("files", {})  # θ0 may be on disk yet unrecorded: killed
+        if WEIGHT_FILES["init"] not in recorded:
             save_weights(store, "init", build_model(c, data, seed=c.seed).state_dict())
         members.append(Member(c, store, layers, todo))
     for level in range(cfg0.levels + 1):
@@ -139,16 +154,20 @@ def train_level(
     else:
         net = Stacked(template, [state for state, _ in starts])
     label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
-    results = train_replicas(
-        net,
-        data,
-        cfg.train,
-        masks=masks,
-        seeds=[derive_seed(m.cfg.seed, "data") for m in members],
-        start_step=start_step,
-        snapshot_step=k if level == 0 and k > 0 else None,
-        progress=label if progress else None,
-    )
+    try:
+        results = train_replicas(
+            net,
+            data,
+            cfg.train,
+            masks=masks,
+            seeds=[derive_seed(m.cfg.seed, "data") for m in members],
+            start_step=start_step,
+            snapshot_step=k if level == 0 and k > 0 else None,
+            progress=label if progress else None,
+        )
+    except Diverged as error:
+        record_divergence(members[error.replica].store.path, level, error)
+        raise
     finals = net.states()
     for m, mask, (start, _), result, final in zip(
         members, masks, starts, results, finals, strict=True

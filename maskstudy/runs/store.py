@@ -1,7 +1,8 @@
 """A run directory (design.md §3): config, θ0/θk, and per level a packed mask, weights, metrics, DONE.
 
-A level is complete only when its DONE file exists; DONE is written last and records the sha256 of
-every file of the level, so a half-written or altered file is detected on read.
+A level is complete only when its DONE file exists; DONE is written last and records the sha256
+and size of every file of the level and the sha256 and count of its rows of history.jsonl, so a
+half-written or altered file is detected on read (``maskstudy.runs.verify`` checks a whole run).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import pandas as pd
 import torch
 
 import maskstudy
-from maskstudy.errors import StoreError
+from maskstudy.errors import ConfigError, StoreError
 from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.files import (
+    digest,
+    is_temp_file,
     pack_mask,
     read_bytes,
     read_json,
@@ -34,6 +37,7 @@ from maskstudy.runs.files import (
 WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
+HISTORY_FILE = "history.jsonl"
 SIDE_FILES = (".lock", "error.txt")  # a sweep's lock and failure record may precede config.json
 
 
@@ -62,10 +66,14 @@ class Run:
                 "pass the directory printed by `maskstudy run`"
             )
         self.info: dict[str, Any] = read_json(info_path)
+        if not isinstance(self.info, dict) or not isinstance(self.info.get("config"), dict):
+            raise StoreError(f"{info_path} has no 'config' table; the file is damaged")
         try:
             self.config = RunConfig.from_dict(self.info["config"])
-        except KeyError as e:
-            raise StoreError(f"{info_path} has no {e} entry; the file is damaged") from e
+        except ConfigError as e:
+            raise StoreError(
+                f"{info_path} holds an invalid config ({e}); the file is damaged"
+            ) from e
         self.run_id: str = self.info.get("run_id", self.path.name)
 
     def __repr__(self) -> str:
@@ -89,11 +97,17 @@ class Run:
                 f"level {level} of {self.path} is not complete (no {path.name}); "
                 f"completed levels: {self.levels}"
             )
-        return read_json(path)
+        done = read_json(path)
+        if not isinstance(done, dict) or not isinstance(done.get("files"), dict):
+            raise StoreError(f"{path} does not list the level's files; the file is damaged")
+        return done
 
     def _level_file(self, level: int, name: str) -> bytes:
+        path = level_dir(self.path, level) / name
         sha = self._done(level)["files"].get(name)
-        return read_bytes(level_dir(self.path, level) / name, sha)
+        if sha is None:
+            raise StoreError(f"{path} is not recorded in its level's DONE; the level is damaged")
+        return read_bytes(path, sha)
 
     def mask(self, level: int) -> Mask:
         """The mask training ran with at ``level`` (True = kept)."""
@@ -120,6 +134,11 @@ class Run:
             )
             raise StoreError(f"missing file {path}{hint}")
         sha = self.info.get("files", {}).get(path.name)
+        if sha is None:
+            raise StoreError(
+                f"{path} is not recorded in config.json (its run was killed while saving it); "
+                "run the config again to complete it"
+            )
         return tensors_from_bytes(read_bytes(path, sha), path)[0]
 
     def _level_tensors(self, level: int | None, name: str, which: str) -> dict[str, torch.Tensor]:
@@ -134,13 +153,12 @@ class Run:
             raise StoreError("weights(which='start') needs a level")
         if level == 0:
             return self.weights(which="init")
-        if START_FILE in self._done(level).get("files", {}):
+        if self.config.regime == "reinit":  # fresh weights, stored with the level
             return self._level_tensors(level, START_FILE, "start")
         if self.config.regime == "finetune":
             return self.weights(level - 1)
-        return self.weights(
-            which="rewind" if (self.path / WEIGHT_FILES["rewind"]).is_file() else "init"
-        )
+        rewound = WEIGHT_FILES["rewind"] in self.info.get("files", {})  # θk exists iff k > 0
+        return self.weights(which="rewind" if rewound else "init")
 
     def level_metrics(self, level: int) -> dict[str, Any]:
         path = level_dir(self.path, level) / "metrics.json"
@@ -161,12 +179,42 @@ class Run:
 
     def history(self) -> pd.DataFrame:
         """Every evaluation of every completed level (level, step, epoch, lr, losses, accuracies)."""
-        path = self.path / "history.jsonl"
-        if not path.is_file():
-            return pd.DataFrame()
-        rows = [json.loads(line) for line in read_bytes(path).decode().splitlines() if line]
-        done = set(self.levels)
-        return pd.DataFrame([r for r in rows if r["level"] in done])
+        path = self.path / HISTORY_FILE
+        levels = self.levels
+        if not path.is_file() and not any("history" in self._done(lv) for lv in levels):
+            return pd.DataFrame()  # nothing recorded yet (or a run from before DONE did)
+        lines = history_lines(path)
+        rows = []
+        for level in levels:
+            mine = [line for lv, line in lines if lv == level]
+            recorded = self._done(level).get("history")
+            if recorded is not None and digest("".join(mine).encode()) != recorded:
+                raise StoreError(
+                    f"{path} is damaged: the rows of level {level} differ from those recorded in "
+                    "its DONE; run `maskstudy verify` on the run directory"
+                )
+            rows += [json.loads(line) for line in mine]
+        return pd.DataFrame(rows)
+
+
+def history_lines(path: Path) -> list[tuple[int, str]]:
+    """(level, line with its newline) of every row of a history.jsonl; StoreError if damaged."""
+    *lines, last = read_bytes(path).decode(errors="replace").split("\n")
+    if last:
+        raise StoreError(f"{path} ends inside a line; the file is truncated")
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            level = json.loads(line)["level"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            level = None
+        if not isinstance(level, int):
+            raise StoreError(
+                f"{path} line {number} is not a row of a level ({line[:60]!r}); the file is "
+                "damaged. Run `maskstudy verify` on the run directory"
+            )
+        out.append((level, line + "\n"))
+    return out
 
 
 def open_run(path: str | Path) -> Run:
@@ -197,7 +245,12 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
             write_json(info_path, run.info)
             run.config = cfg
         return run
-    if run_dir.exists() and any(p.name not in SIDE_FILES for p in run_dir.iterdir()):
+    others = [
+        p  # a lock, an error record and temp files of a killed first write are ours
+        for p in (run_dir.iterdir() if run_dir.exists() else [])
+        if p.name not in SIDE_FILES and not is_temp_file(p)
+    ]
+    if others:
         raise StoreError(
             f"{run_dir} exists and is not a maskstudy run directory (no config.json); "
             "nothing was written. Choose an empty or new directory."
@@ -216,8 +269,9 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
 
 def save_weights(run: Run, which: str, state: dict[str, torch.Tensor]) -> None:
     """Write θ0 or θk and record its sha256 in config.json."""
-    path = run.path / WEIGHT_FILES[which]
-    run.info.setdefault("files", {})[path.name] = write_atomic(path, tensors_to_bytes(state))
+    path, data = run.path / WEIGHT_FILES[which], tensors_to_bytes(state)
+    run.info.setdefault("files", {})[path.name] = write_atomic(path, data)
+    run.info.setdefault("sizes", {})[path.name] = len(data)
     write_json(run.path / "config.json", run.info)
 
 
@@ -230,25 +284,30 @@ def save_level(
     history: list[dict[str, Any]],
     start: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write one level's files atomically, append its curve to history.jsonl, then DONE.
+    """Write one level's files atomically, replace its rows of history.jsonl, then DONE.
 
     ``start`` (the weights training began from) is stored only when it cannot be derived from
     θ0, θk or the previous level (reinitialisation)."""
     directory = level_dir(run.path, level)
-    (directory / "DONE").unlink(missing_ok=True)
-    files = {
-        "mask.safetensors": write_atomic(directory / "mask.safetensors", pack_mask(mask)),
-        "final.safetensors": write_atomic(directory / "final.safetensors", tensors_to_bytes(final)),
-        "metrics.json": write_atomic(
-            directory / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode()
-        ),
+    done = directory / "DONE"
+    try:
+        done.unlink(missing_ok=True)
+    except OSError as e:
+        raise StoreError(f"could not remove {done}: {e.strerror or e}") from e
+    contents = {
+        "mask.safetensors": pack_mask(mask),
+        "final.safetensors": tensors_to_bytes(final),
+        "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
     }
     if start is not None:
-        files[START_FILE] = write_atomic(directory / START_FILE, tensors_to_bytes(start))
-    hist_path = run.path / "history.jsonl"
-    old = []
-    if hist_path.is_file():
-        old = [json.loads(x) for x in read_bytes(hist_path).decode().splitlines() if x]
-    rows = [r for r in old if r["level"] < level] + [{"level": level, **r} for r in history]
-    write_atomic(hist_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-    write_json(directory / "DONE", {"files": files})
+        contents[START_FILE] = tensors_to_bytes(start)
+    files = {name: write_atomic(directory / name, data) for name, data in contents.items()}
+    hist_path = run.path / HISTORY_FILE
+    lines = [x for x in history_lines(hist_path) if x[0] != level] if hist_path.is_file() else []
+    rows = "".join(json.dumps({"level": level, **r}) + "\n" for r in history)
+    lines += [(level, rows)]
+    lines.sort(key=lambda x: x[0])  # stable: each level's rows keep their order
+    write_atomic(hist_path, "".join(x for _, x in lines).encode())
+    sizes = {name: len(data) for name, data in contents.items()}
+    curve = {"history": digest(rows.encode()), "history_rows": len(history)}
+    write_json(done, {"files": files, "sizes": sizes, **curve})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tomllib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,19 +88,44 @@ def _axis_values(name: str, values: Any, where: str) -> list[Any]:
     return values
 
 
+def _table(spec: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = spec.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: {key} must be a table ([{key}] or {key} = {{...}}), got {value!r}"
+        )
+    return value
+
+
+def _tied_groups(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """The [[tied]] tables, flattened to dotted names."""
+    groups = spec.get("tied", [])
+    if not isinstance(groups, list):
+        raise ConfigError(f"{where}: write tied axes as [[tied]] tables (a list of tables)")
+    out = []
+    for i, group in enumerate(groups, 1):
+        if not isinstance(group, dict):
+            raise ConfigError(f"{where}: tied group {i} must be a table of axes, got {group!r}")
+        if not group:
+            raise ConfigError(f"{where}: tied group {i} is empty; give it axes or remove it")
+        out.append(dotted(group))
+    return out
+
+
+def grid_names(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The [grid] axes by dotted name."""
+    return dotted(_table(spec, "grid", where))
+
+
 def _points(spec: Mapping[str, Any], where: str) -> Iterator[dict[str, Any]]:
     """Every override dict of the grid × tied groups × seeds."""
-    grid = dotted(spec.get("grid", {}))
+    grid = grid_names(spec, where)
     axes = [[(name, v) for v in _axis_values(name, values, where)] for name, values in grid.items()]
-    tied_groups = spec.get("tied", [])
-    if not isinstance(tied_groups, list):
-        raise ConfigError(f"{where}: write tied axes as [[tied]] tables (a list of tables)")
-    for group in tied_groups:
-        group = dotted(group)
+    for group in _tied_groups(spec, where):
         lengths = {name: len(_axis_values(name, v, where)) for name, v in group.items()}
         if len(set(lengths.values())) > 1:
             raise ConfigError(f"{where}: tied axes must have equal lengths, got {lengths}")
-        n = next(iter(lengths.values()), 0)
+        n = next(iter(lengths.values()))
         axes.append([tuple((name, group[name][i]) for name in group) for i in range(n)])
     seeds = spec.get("seeds")
     if seeds is not None:
@@ -127,27 +153,29 @@ def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
         raise ConfigError(
             f"{where}: unknown top-level key(s) {unknown}; allowed: {', '.join(TOP_LEVEL)}"
         )
-    base = get_preset(spec["preset"]) if "preset" in spec else RunConfig()
-    overrides = dotted(spec.get("base", {}))
+    preset = spec.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{where}: preset = {preset!r} must be the name of a preset (a string)")
+    overrides = dotted(_table(spec, "base", where))
     if "levels" in spec:
         overrides["levels"] = spec["levels"]
+    slurm = _table(spec, "slurm", where)
     try:
-        base = base.replace(overrides)
+        base = (get_preset(preset) if preset is not None else RunConfig()).replace(overrides)
         configs = [base.replace(point) for point in _points(spec, where)]
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    ids = [c.run_id() for c in configs]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+    axes = sorted(set(grid_names(spec, where)) | {k for g in _tied_groups(spec, where) for k in g})
+    repeated = [i for i, n in Counter(c.run_id() for c in configs).items() if n > 1]
     if repeated:
+        written = ", ".join(axes + (["seeds"] if "seeds" in spec else [])) or "none"
         raise ConfigError(
-            f"{where}: the grid yields the same run more than once ({repeated[0]}); remove repeated axis values"
+            f"{where}: the sweep yields the same run more than once ({repeated[0]}); remove "
+            f"repeated values or an axis given twice (axes: {written})"
         )
-    axes = sorted(
-        set(dotted(spec.get("grid", {}))) | {k for g in spec.get("tied", []) for k in dotted(g)}
-    )
     if "seeds" in spec:
         axes.append("seed")
-    return SweepSpec(configs, dict(spec.get("slurm", {})), tuple(axes))
+    return SweepSpec(configs, dict(slurm), tuple(axes))
 
 
 def read_sweep(path: str | Path) -> SweepSpec:
@@ -162,7 +190,7 @@ def read_sweep(path: str | Path) -> SweepSpec:
 
 
 # --- reading a sweep directory ----------------------------------------------------------------
-RUN_STATES = ("done", "partial", "running", "failed", "pending")
+RUN_STATES = ("done", "partial", "running", "diverged", "failed", "pending")
 
 
 class Sweep:
@@ -204,7 +232,7 @@ class Sweep:
         )
 
     def status(self) -> pd.DataFrame:
-        """One row per run: state (done/partial/running/failed/pending), levels done, detail."""
+        """One row per run: state (one of RUN_STATES), levels done, detail (error or divergence)."""
         rows = []
         for cfg in self.spec.configs:
             state, done, detail = run_state(self.path / cfg.run_id(), cfg.levels)
