@@ -121,6 +121,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from maskstudy.runs.verify import is_damaged, summary, verify
+
+    frame = verify(args.dir)
+    shown = frame if args.all else frame[frame["status"] != "ok"]
+    if not shown.empty:
+        with pd_options():
+            print(shown.to_string(index=False))
+    print(summary(frame))
+    return 1 if is_damaged(frame) else 0
+
+
 def pd_options():
     import pandas as pd
 
@@ -130,8 +142,18 @@ def pd_options():
 def cmd_demo(args: argparse.Namespace) -> int:
     from maskstudy.demo import demo
 
-    out = demo(args.out, levels=args.levels, device=args.device)
-    print(f"runs:    {out / 'runs'}\ntable:   {out / 'results.csv'}\nfigures: {out / 'figures'}")
+    out, report = demo(
+        args.out,
+        levels=args.levels,
+        epochs=args.epochs,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(report)
+    print(
+        f"runs:     {out / 'runs'}\ntable:    {out / 'results.csv'}\n"
+        f"analysis: {out / 'analysis'}\nfigures:  {out / 'figures'}"
+    )
     return 0
 
 
@@ -146,6 +168,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     tables = analysis_tables(runs)
     for path in write_tables(tables, out):
         print(f"{path}  ({len(tables[path.stem]):,} rows)")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from maskstudy.plots import draw_figures
+    from maskstudy.runs.discover import open_runs
+
+    runs = open_runs(args.dir)
+    out = Path(args.out) if args.out else Path(args.dir) / "figures"
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    report = draw_figures(runs, out, formats=formats, names=args.only)
+    print(report)
+    print(f"figures: {out}")
     return 0
 
 
@@ -201,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
     d.add_argument("--out", default="demo", help="output directory (default: demo/)")
-    d.add_argument("--levels", type=int, default=5, help="pruning levels per run")
+    d.add_argument("--levels", type=int, default=4, help="pruning levels per run (default 4)")
+    d.add_argument("--epochs", type=int, default=10, help="training epochs per level (default 10)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)")
     d.set_defaults(func=cmd_demo)
 
@@ -234,10 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--short", action="store_true", help="leave out the run ids")
     st.set_defaults(func=cmd_status)
 
+    v = sub.add_parser(
+        "verify", help="check every stored file against its recorded sha256 (exit 1 if damaged)"
+    )
+    v.add_argument("dir", help="run, sweep or folder of runs")
+    v.add_argument("--all", action="store_true", help="list intact files too")
+    v.set_defaults(func=cmd_verify)
+
     a = sub.add_parser("analyze", help="overlap, structure and stability tables of a set of runs")
     a.add_argument("dir", help="sweep, run, folder of runs, or OpenLTH results directory")
     a.add_argument("--out", help="where the tables go (default: DIR/analysis)")
     a.set_defaults(func=cmd_analyze)
+
+    f = sub.add_parser("figures", help="every paper figure a sweep supports (PDF and PNG)")
+    f.add_argument("dir", help="sweep, run, folder of runs, or OpenLTH results directory")
+    f.add_argument("--out", help="where the figures go (default: DIR/figures)")
+    f.add_argument("--format", default="pdf,png", help="comma-separated: pdf, png, svg ...")
+    f.add_argument("--only", nargs="+", metavar="NAME", help="draw only these figures")
+    f.set_defaults(func=cmd_figures)
 
     m = sub.add_parser("lmc", help="linear-mode-connectivity error barrier of one level of a run")
     m.add_argument("run", help="run directory")

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST / Fashion-MNIST beside the repo when present."""
+"""Shared fixtures: the real MNIST / Fashion-MNIST beside the repo when present, and a tiny
+conv sweep (criteria × seeds × 3 levels on synthetic data) built once per session."""
 
 from __future__ import annotations
 
@@ -23,3 +24,34 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+TINY_CONV_SWEEP = """
+levels = 2
+seeds = [0, 1]
+[base]
+data.name = "synthetic"
+data.synthetic_shape = [1, 8, 8]
+data.synthetic_size = 256
+model.name = "conv2"
+model.width = 0.25
+train.optimizer = "sgd"
+train.lr = 0.05
+train.batch_size = 32
+train.duration = "6it"
+train.eval_every = "3it"
+"prune.amount" = 0.5
+[grid]
+"prune.criterion" = ["magnitude", "random"]
+"""
+
+
+@pytest.fixture(scope="session")
+def conv_sweep_dir(tmp_path_factory) -> Path:
+    """A finished sweep: conv2 on synthetic 8×8 inputs, magnitude/random × seeds 0/1, levels 0–2."""
+    from maskstudy.runs.executors import run_sweep
+
+    root = tmp_path_factory.mktemp("conv_sweep")
+    (root / "grid.toml").write_text(TINY_CONV_SWEEP)
+    run_sweep(root / "grid.toml", root / "sweep", progress=False)
+    return root / "sweep"

@@ -10,35 +10,12 @@ from maskstudy.analysis.report import varying_fields
 from maskstudy.cli import main
 from maskstudy.errors import StoreError
 from maskstudy.runs.discover import open_runs
-from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.store import open_run
-
-SWEEP = """
-levels = 2
-seeds = [0, 1]
-[base]
-data.name = "synthetic"
-data.synthetic_shape = [1, 8, 8]
-data.synthetic_size = 256
-model.name = "conv2"
-model.width = 0.25
-train.optimizer = "sgd"
-train.lr = 0.05
-train.batch_size = 32
-train.duration = "6it"
-train.eval_every = "6it"
-"prune.amount" = 0.5
-[grid]
-"prune.criterion" = ["magnitude", "random"]
-"""
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analyze")
-    (root / "grid.toml").write_text(SWEEP)
-    run_sweep(root / "grid.toml", root / "sweep", progress=False)
-    return root / "sweep"
+def sweep_dir(conv_sweep_dir):
+    return conv_sweep_dir
 
 
 def test_analyze_writes_every_table(sweep_dir, capsys):

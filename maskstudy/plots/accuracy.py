@@ -1,54 +1,69 @@
-"""P1: test accuracy vs % weights remaining (log axis), mean and min–max band over seeds."""
+"""P1: test accuracy (or the early-stop iteration) vs % weights remaining on a log axis, one
+line per criterion × regime, mean over seeds with a band, and the dense network as a line."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from maskstudy.plots.bands import mean_band
 from maskstudy.plots.style import (
-    SINGLE_COLUMN,
+    DENSE,
     apply_style,
-    criterion_color,
-    method_label,
-    regime_linestyle,
+    method_legend,
+    method_line,
+    methods,
+    need_columns,
+    need_rows,
+    panel_grid,
 )
 
+METRIC_LABELS = {
+    "test_acc": "test accuracy (%)",
+    "early_stop_test_acc": "test accuracy at early stop (%)",
+    "early_stop_step": "early-stop iteration",
+}
+PERCENT_METRICS = ("test_acc", "early_stop_test_acc")  # fractions shown as %
+MAX_TICKS = 7
 
-def accuracy_vs_remaining(frame: pd.DataFrame, metric: str = "test_acc") -> Figure:
-    """One line per criterion × regime over a tidy (run, level) frame; dense level as a grey line."""
+
+def accuracy_vs_remaining(
+    frame: pd.DataFrame, metric: str = "test_acc", band: str = "ci"
+) -> Figure:
+    """P1 over a tidy (run, level) frame (``runs_frame``): ``metric`` vs ``percent_remaining``.
+
+    ``band``: 'ci' (95 % bootstrap CI of the mean over seeds), 'minmax' or 'none'. The dense
+    line is the mean of ``metric`` at level 0 (every method shares the dense network).
+    """
+    need_columns(
+        frame,
+        ["criterion", "regime", "level", "percent_remaining", metric],
+        "pass runs_frame(runs) (one row per run and level)",
+    )
+    need_rows(frame, "the frame holds no completed level")
     apply_style()
-    fig, ax = plt.subplots(figsize=SINGLE_COLUMN)
-    dense = frame[frame["level"] == 0][metric]
-    groups = frame.groupby(["criterion", "regime", "level"])
-    stats = groups.agg(
-        x=("percent_remaining", "mean"),
-        mean=(metric, "mean"),
-        lo=(metric, "min"),
-        hi=(metric, "max"),
-    ).reset_index()
-    for (criterion, regime), g in stats.groupby(["criterion", "regime"]):
-        color, style = criterion_color(criterion), regime_linestyle(regime)
-        ax.plot(
-            g["x"],
-            100 * g["mean"],
-            style,
-            color=color,
-            marker="o",
-            ms=2.5,
-            label=method_label(criterion, regime),
-        )
-        ax.fill_between(g["x"], 100 * g["lo"], 100 * g["hi"], color=color, alpha=0.15, lw=0)
+    scale = 100 if metric in PERCENT_METRICS else 1
+    fig, (ax,) = panel_grid(1, 1)
+    keys = ["criterion", "regime", "level"]
+    stats = mean_band(frame, metric, keys, band)
+    x = frame.groupby(keys)["percent_remaining"].mean().rename("x").reset_index()
+    stats = stats.merge(x, on=keys)
+    for criterion, regime in methods(stats):
+        g = stats[(stats["criterion"] == criterion) & (stats["regime"] == regime)]
+        g = g.sort_values("level")
+        spread = None if band == "none" else (scale * g["lo"], scale * g["hi"])
+        method_line(ax, g["x"], scale * g["mean"], criterion, regime, spread)
+    dense = frame.loc[frame["level"] == 0, metric].dropna()
     if len(dense):
-        ax.axhline(100 * dense.mean(), color="0.4", lw=0.8, label="dense")
+        ax.axhline(scale * dense.mean(), **DENSE, label="dense", zorder=1)
     ax.set_xscale("log")
     ax.invert_xaxis()
     ticks = sorted(set(stats["x"].round(1)), reverse=True)
-    ax.xaxis.set_major_locator(FixedLocator(ticks[:: max(1, len(ticks) // 6)]))
+    ax.xaxis.set_major_locator(FixedLocator(ticks[:: -(-len(ticks) // MAX_TICKS)]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:.3g}")
     ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel("test accuracy (%)" if metric == "test_acc" else metric)
-    ax.legend(fontsize=6, ncol=1, loc="lower left")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    method_legend(fig, stats, dense=len(dense) > 0)
     return fig

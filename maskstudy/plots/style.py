@@ -1,29 +1,64 @@
-"""One figure style: seaborn, a colour-blind-safe palette, the same colour for a method everywhere."""
+"""One figure style: seaborn, a colour-blind-safe palette, the same colour for a criterion and
+the same line style for a regime in every figure, chance lines drawn and labelled alike."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from maskstudy.errors import ConfigError  # noqa: E402
 
 SINGLE_COLUMN = (3.4, 2.6)  # inches: legible at single-column width
 DOUBLE_COLUMN = (7.0, 2.8)
+PANEL_HEIGHT = 1.9
 _PALETTE = sns.color_palette("colorblind", 10)
 CRITERIA = ("magnitude", "random", "ln_structured", "random_structured")
 REGIMES = ("rewind", "reinit", "finetune", "random_mask")
 _LINESTYLES = {"rewind": "-", "reinit": "--", "finetune": ":", "random_mask": "-."}
+CHANCE = {"color": "0.3", "ls": (0, (4, 2)), "lw": 0.9}  # dashed grey, in every figure
+DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}
+WHOLE = "all"  # layer name of whole-network rows in the analysis tables
 
 
 def apply_style() -> None:
+    """Set the seaborn theme and rcParams every figure of the package uses."""
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
-    plt.rcParams.update({"figure.dpi": 150, "savefig.bbox": "tight", "legend.frameon": False})
+    plt.rcParams.update({
+        "figure.dpi": 150,
+        "savefig.dpi": 300,
+        "savefig.bbox": "tight",
+        "legend.frameon": False,
+        "axes.titlesize": 8,
+        "axes.labelsize": 8,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
+        "legend.fontsize": 7,
+        "pdf.fonttype": 42,  # editable text in the PDF
+    })  # fmt: skip
 
 
 def method_label(criterion: str, regime: str) -> str:
     return f"{criterion} · {regime}"
+
+
+def run_title(ids: dict[str, Any]) -> str:
+    """A run named by its method and seed (and scope, when not layerwise), from the config
+    columns of ``runs.table.config_columns``."""
+    scope = "" if ids.get("scope", "layer") == "layer" else f", {ids['scope']} scope"
+    return f"{method_label(ids['criterion'], ids['regime'])}, s{ids['seed']}{scope}"
 
 
 def criterion_color(criterion: str) -> tuple[float, float, float]:
@@ -35,3 +70,162 @@ def criterion_color(criterion: str) -> tuple[float, float, float]:
 
 def regime_linestyle(regime: str) -> str:
     return _LINESTYLES.get(regime, "-")
+
+
+def ordered(values: Iterable[Any], known: Sequence[str] = ()) -> list[Any]:
+    """Distinct ``values``: the ``known`` names first in their order, then the rest sorted."""
+    distinct = set(values)
+    return [v for v in known if v in distinct] + sorted(distinct - set(known), key=str)
+
+
+def methods(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(criterion, regime) pairs present in ``frame``, criteria then regimes in the fixed order."""
+    present = set(zip(frame["criterion"], frame["regime"], strict=True))
+    return [
+        (c, r)
+        for c in ordered(frame["criterion"], CRITERIA)
+        for r in ordered(frame["regime"], REGIMES)
+        if (c, r) in present
+    ]
+
+
+def layer_label(layer: str) -> str:
+    """'fc1.weight' → 'fc1'; the whole-network row → 'whole network'."""
+    return "whole network" if layer == WHOLE else layer.removesuffix(".weight")
+
+
+def need_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """ConfigError naming the missing columns and the table that has them."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        has = ", ".join(map(str, frame.columns[:20])) + ("…" if len(frame.columns) > 20 else "")
+        raise ConfigError(
+            f"the table has no column(s) {', '.join(missing)}; {what} (it has: {has})"
+        )
+
+
+def need_rows(frame: pd.DataFrame, what: str) -> None:
+    """ConfigError saying why nothing is left to plot."""
+    if frame.empty:
+        raise ConfigError(f"no rows to plot: {what}")
+
+
+def panel_grid(
+    panels: int, columns: int, sharey: bool = True, size: tuple[float, float] | None = None
+) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` axes in rows of at most ``columns``; unused axes removed.
+
+    Default panel ``size``: one or two panels per row fill a single column (3.4 in), three or
+    more a double column (7 in)."""
+    columns = max(1, min(columns, panels))
+    rows = -(-panels // columns)
+    if size is None:
+        width = (SINGLE_COLUMN[0] if columns <= 2 else DOUBLE_COLUMN[0]) / columns
+        size = (width, PANEL_HEIGHT if columns > 1 else SINGLE_COLUMN[1])
+    fig, grid = plt.subplots(
+        rows,
+        columns,
+        figsize=(size[0] * columns, size[1] * rows),
+        sharex=True,
+        sharey=sharey,
+        squeeze=False,
+        layout="constrained",
+    )
+    axes = list(grid.flat)
+    for ax in axes[panels:]:
+        ax.remove()
+    for ax in axes[:panels]:
+        ax.xaxis.set_tick_params(labelbottom=True)  # shared x: keep ticks on every panel
+    return fig, axes[:panels]
+
+
+def level_axis(ax: Axes, label: str = "pruning level") -> None:
+    """Integer ticks on the x axis for pruning levels."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(label)
+
+
+def chance_line(ax: Axes, x: Sequence[float], y: Sequence[float] | float) -> Line2D:
+    """The dashed grey chance line (label ``chance``; a constant ``y`` spans the axes)."""
+    if np.ndim(y) == 0:
+        return ax.axhline(float(y), **CHANCE, label="chance", zorder=1)
+    (line,) = ax.plot(x, y, **CHANCE, label="chance", zorder=1)
+    return line
+
+
+def method_line(
+    ax: Axes,
+    x: Sequence[float],
+    y: Sequence[float],
+    criterion: str,
+    regime: str,
+    band: tuple[Sequence[float], Sequence[float]] | None = None,
+    marker: str = "o",
+) -> Line2D:
+    """A method's line in its criterion colour and regime style, with an optional shaded band."""
+    color = criterion_color(criterion)
+    (line,) = ax.plot(
+        x,
+        y,
+        regime_linestyle(regime),
+        color=color,
+        marker=marker,
+        ms=2.5,
+        lw=1.2,
+        label=method_label(criterion, regime),
+    )
+    if band is not None:
+        ax.fill_between(x, band[0], band[1], color=color, alpha=0.15, lw=0)
+    return line
+
+
+MAX_LEGEND_COLUMNS = 4  # entries per legend row that fit a single column
+
+
+def legend_rows(
+    criteria: Sequence[str], regimes: Sequence[str], chance: bool = False, dense: bool = False
+) -> list[list[Line2D]]:
+    """Legend proxies in rows: one colour per criterion, one line style per regime (named on
+    the criterion entries when there is a single regime), then the chance / dense references."""
+    colours = [Line2D([], [], color=criterion_color(c), lw=1.5, label=c) for c in criteria]
+    styles = [
+        Line2D([], [], color="0.15", ls=regime_linestyle(r), lw=1.2, label=r) for r in regimes
+    ]
+    if len(regimes) == 1 and criteria:
+        for h in colours:
+            h.set_label(method_label(h.get_label(), regimes[0]))
+            h.set_linestyle(regime_linestyle(regimes[0]))
+        styles = []
+    references = [Line2D([], [], **CHANCE, label="chance")] if chance else []
+    references += [Line2D([], [], **DENSE, label="dense")] if dense else []
+    if len(styles) + len(references) <= MAX_LEGEND_COLUMNS:
+        return [colours, styles + references]
+    return [colours, styles, references]
+
+
+def legend_below(
+    fig: Figure, rows: Sequence[Sequence[Any]], columns: int = MAX_LEGEND_COLUMNS
+) -> None:
+    """The figure's legend under the axes (never over the data), one row per group of
+    handles (long groups wrap at ``columns`` entries).
+
+    The figure must use the constrained layout (as :func:`panel_grid` makes it)."""
+    lines = [list(row[i : i + columns]) for row in rows for i in range(0, len(row), columns)]
+    columns = max(map(len, lines))
+    padded = [line + [Line2D([], [], alpha=0, label=" ")] * (columns - len(line)) for line in lines]
+    fig.legend(
+        handles=[line[c] for c in range(columns) for line in padded],  # legends fill by column
+        loc="outside lower center",
+        ncol=columns,
+        handlelength=2.2,
+        columnspacing=1.0,
+    )
+
+
+def method_legend(
+    fig: Figure, frame: pd.DataFrame, chance: bool = False, dense: bool = False
+) -> None:
+    """:func:`legend_below` with the criteria and regimes of ``frame`` and the references."""
+    criteria = ordered(frame["criterion"], CRITERIA)
+    regimes = ordered(frame["regime"], REGIMES)
+    legend_below(fig, legend_rows(criteria, regimes, chance, dense))
