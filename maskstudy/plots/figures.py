@@ -52,7 +52,8 @@ class FigureReport:
     def __str__(self) -> str:
         lines = [f"drew {len(self.drawn)} figure(s), skipped {len(self.skipped)}"]
         lines += [
-            f"  {name}: {', '.join(p.name for p in paths)}" for name, paths in self.drawn.items()
+            f"  {name} ({', '.join(p.suffix[1:] for p in paths)})"
+            for name, paths in self.drawn.items()
         ]
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)

@@ -24,10 +24,30 @@ from maskstudy.errors import ConfigError  # noqa: E402
 SINGLE_COLUMN = (3.4, 2.6)  # inches: legible at single-column width
 DOUBLE_COLUMN = (7.0, 2.8)
 PANEL_HEIGHT = 1.9
-_PALETTE = sns.color_palette("colorblind", 10)
-CRITERIA = ("magnitude", "random", "ln_structured", "random_structured")
-REGIMES = ("rewind", "reinit", "finetune", "random_mask")
-_LINESTYLES = {"rewind": "-", "reinit": "--", "finetune": ":", "random_mask": "-."}
+_PALETTE = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)[:6]  # 16 colours
+# Every method of the package in legend order; a criterion keeps its colour in every figure.
+CRITERIA = (
+    "magnitude",
+    "random",
+    "ln_structured",
+    "random_structured",
+    "drop",
+    "kernel",
+    "window",
+    "pca",
+    "snip",
+    "synflow",
+    "grasp",
+)
+REGIMES = ("rewind", "reinit", "finetune", "random_mask", "scratch_e", "scratch_b")
+_LINESTYLES = {
+    "rewind": "-",
+    "reinit": "--",
+    "finetune": ":",
+    "random_mask": "-.",
+    "scratch_e": (0, (5, 1, 1, 1, 1, 1)),
+    "scratch_b": (0, (1, 1)),
+}
 CHANCE = {"color": "0.3", "ls": (0, (4, 2)), "lw": 0.9}  # dashed grey, in every figure
 DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}
 WHOLE = "all"  # layer name of whole-network rows in the analysis tables
