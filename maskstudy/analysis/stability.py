@@ -199,6 +199,14 @@ class _Level:
     next_mask: Mapping[str, torch.Tensor] | None
 
 
+def _alive_at_both(before: MaskLike, after: MaskLike) -> MaskLike:
+    """Weights both masks keep: S2 compares only weights that trained at both levels, so the
+    weights a Drop Pruning step revived (pruned, hence 0, at L−1) are left out."""
+    if isinstance(after, Mapping):
+        return {name: before[name] & m for name, m in after.items()}
+    return before & after
+
+
 def _layer_row(level: int, at: _Level, layer: str | None) -> dict[str, Any]:
     """The stability numbers of one level, for one tensor (``layer``) or all together (None)."""
 
@@ -215,7 +223,8 @@ def _layer_row(level: int, at: _Level, layer: str | None) -> dict[str, Any]:
     s2: dict[str, float] = {}
     persistence = NAN
     if at.prev_mask is not None and at.prev_final is not None:
-        s2 = cross_level(pick(at.prev_final), pick(at.final), mask)
+        both = _alive_at_both(pick(at.prev_mask), mask)  # = mask for nested (IMP) runs
+        s2 = cross_level(pick(at.prev_final), pick(at.final), both)
         persistence = mask_persistence(pick(at.prev_mask), mask)
     row.update({col: s2.get(col, NAN) for col in S2_COLUMNS})
     row["persistence"] = persistence
@@ -260,7 +269,8 @@ def stability_table(runs: Iterable[Run], levels: Iterable[int] | None = None) ->
     ``s1`` — :func:`stability_to_pruning` of the level's final weights against the run's
     level-0 (dense) final weights and θ0, on the level's mask (nan at level 0);
     ``pearson``, ``spearman``, ``sign_agreement``, ``l2``, ``cosine`` — :func:`cross_level`
-    of the final weights of levels L−1 and L on level L's mask (nan at level 0);
+    of the final weights of levels L−1 and L on the weights both levels keep (level L's mask
+    when the masks are nested; nan at level 0);
     ``persistence`` — :func:`mask_persistence` of mask L−1 → L (nan at level 0);
     ``move_kept``, ``move_pruned`` (L2), ``move_kept_mean``, ``move_pruned_mean`` (per weight),
     ``kept_grew`` — :func:`movement` of level L's training (final − the level's own start

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from maskstudy.models.convnets import PLANS, conv_fc
+from maskstudy.models.flops import LayerFlops, count_flops, flops_table, layer_flops
 from maskstudy.models.init import initialise_
 from maskstudy.models.resnet import DEPTHS, cifar_resnet
 from maskstudy.models.vgg import VGG_PLANS, cifar_vgg
@@ -59,4 +60,12 @@ def prunable_weight_count(model: nn.Module) -> int:
     return sum(params[name].numel() for name in prunable_names(model))
 
 
-__all__ = ["MODELS", "build", "prunable_weight_count"]
+__all__ = [
+    "MODELS",
+    "LayerFlops",
+    "build",
+    "count_flops",
+    "flops_table",
+    "layer_flops",
+    "prunable_weight_count",
+]

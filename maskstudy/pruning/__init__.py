@@ -1,6 +1,8 @@
 """Pruning: masks as plain dicts, the criteria registry, one-level ``prune``, torch interop."""
 
 from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
+from maskstudy.pruning.drop import back_for_target, drop_step
+from maskstudy.pruning.granularity import combined_select, kernel_select, window_select
 from maskstudy.pruning.interop import (
     from_torch_prune,
     plain_state_dict,
@@ -15,20 +17,30 @@ from maskstudy.pruning.masks import (
     layer_densities,
     prunable_names,
 )
+from maskstudy.pruning.pca import pca_prune
+from maskstudy.pruning.saliency import SALIENCY, saliency_prune
 
 __all__ = [
     "CRITERIA",
+    "SALIENCY",
     "Criterion",
     "Mask",
     "apply_mask_",
+    "back_for_target",
+    "combined_select",
     "density",
+    "drop_step",
     "from_torch_prune",
     "full_mask",
+    "kernel_select",
     "layer_densities",
+    "pca_prune",
     "plain_state_dict",
     "prunable_names",
     "prune",
     "prune_count",
     "remove_torch_prune",
+    "saliency_prune",
     "to_torch_prune",
+    "window_select",
 ]

@@ -28,11 +28,17 @@ class Criterion:
     """A named scoring rule: low scores are pruned first.
 
     ``structured`` criteria score slices along ``dim`` and prune whole slices; the others
-    score every weight.
+    score every weight. ``select(w, mask, amount, rounding, **options)``, when given, returns a
+    tensor's new mask itself (granularity.py: kernels, windows inside kernels).
+    ``needs_model`` criteria (saliency.py: snip, grasp, synflow, pca) rank scores computed from
+    the model and data, passed as ``scores=``; ``at_init`` ones score θ0 by default.
     """
 
     score: Scorer
     structured: bool = False
+    select: Callable[..., Tensor] | None = None
+    needs_model: bool = False
+    at_init: bool = False
 
 
 CRITERIA: Registry[Criterion] = Registry("criterion")
@@ -174,6 +180,8 @@ def prune(
     scores: Mapping[str, Tensor] | None = None,
     n: int = 1,
     dim: int = 0,
+    away: float = 0.5,
+    target: float = 0.07,
 ) -> Mask:
     """One pruning level: remove ``amount`` of the alive weights of every masked tensor.
 
@@ -182,8 +190,32 @@ def prune(
     except tensors given their own rate in ``layer_amounts`` (pruned layer by layer at
     that rate). Tensors in ``exclude`` pass through unchanged. ``scores`` replaces the
     weights as the ranked quantity (torch.nn.utils.prune's ``importance_scores``).
+    ``criterion="drop"`` is Drop Pruning (pruning/drop.py): ``amount`` is then the candidate
+    fraction, ``away`` the drop-away probability and ``target`` the density it flows to.
     """
     crit = CRITERIA.get(criterion)
+    if crit.needs_model and scores is None:
+        raise ConfigError(
+            f"criterion {criterion!r} scores the model on data: call "
+            "maskstudy.pruning.saliency.saliency_prune, or pass its scores as scores="
+        )
+    if criterion == "drop":  # not a ranking: removes some candidates, revives pruned weights
+        from maskstudy.pruning.drop import back_for_target, drop_step  # drop.py imports us
+
+        ranked = scores if scores is not None else weights
+        back = back_for_target(target, amount, away)
+        return drop_step(
+            ranked,
+            mask,
+            amount,
+            away=away,
+            back=back,
+            scope=scope,
+            layer_rates=layer_amounts,
+            exclude=exclude,
+            rounding=rounding,
+            generator=generator,
+        )
     if scope not in ("layer", "global"):
         raise ConfigError(f"scope = {scope!r} is not allowed; choose 'layer' or 'global'")
     if crit.structured and scope == "global":
@@ -221,7 +253,9 @@ def prune(
         if name in out:
             continue
         rate = layer_amounts.get(name, amount)
-        if crit.structured:
+        if crit.select is not None:
+            out[name] = crit.select(ranked[name], m, rate, rounding, **options)
+        elif crit.structured:
             out[name] = _structured(name, ranked[name], m, crit, rate, dim, rounding, options)
         else:
             score = crit.score(ranked[name], **options)

@@ -18,7 +18,8 @@ SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
 ROUNDINGS = ("round", "ceil", "floor")
 INITS = ("kaiming_normal", "kaiming_uniform", "glorot_normal", "glorot_uniform")
-REGIMES = ("finetune", "rewind", "reinit", "random_mask")
+REGIMES = ("finetune", "rewind", "reinit", "random_mask", "scratch_e", "scratch_b")
+FRESH_REGIMES = ("reinit", "scratch_e", "scratch_b")  # levels >= 1 start from new random weights
 
 
 def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
@@ -109,6 +110,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SaliencyConfig:
+    """Options of the model-based criteria snip, grasp, synflow and pca (pruning/saliency.py)."""
+
+    samples: int = 1024  # training examples scored: SNIP/GraSP loss batch, PCA activation sample
+    rounds: int = 0  # sub-rounds per level, exponential schedule; 0 = default (synflow 100, else 1)
+    variance: float = 0.99  # pca: explained-variance fraction that fixes each layer's width
+
+    def __post_init__(self) -> None:
+        for name, low, note in (("samples", 1, ""), ("rounds", 0, " (0 = criterion default)")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"prune.saliency.{name} = {value!r} must be an integer >= {low}{note}"
+                )
+        ok = isinstance(self.variance, (int, float)) and not isinstance(self.variance, bool)
+        if not ok or not 0 < self.variance <= 1:
+            raise ConfigError(
+                f"prune.saliency.variance = {self.variance!r} must be a fraction in (0, 1], e.g. 0.99"
+            )
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     criterion: str = "magnitude"
     amount: float = 0.2  # fraction of the still-unpruned weights removed per level
@@ -118,9 +141,31 @@ class PruneConfig:
     rounding: str = "round"  # how amount × alive becomes a count (torch.nn.utils.prune: round)
     n: int = 1  # norm order for ln_structured
     dim: int = 0  # ln/random_structured: 0 = filters (outputs), 1 = input channels
+    # criterion = "drop" (Drop Pruning, pruning/drop.py): the candidates are the lowest-|w|
+    # `amount` of the alive weights; each goes with probability drop_away, and each pruned
+    # weight comes back with the probability that makes the density flow to drop_target
+    drop_away: float = 0.5
+    drop_target: float = 0.07  # 0 = no drop-back (nested masks); 0.07 = LeNet-5, papers.md §3.4
+    drop_revive: str = "zero"  # finetune: a revived weight restarts at 0 or "last" alive value
+    # which weights level L scores: "trained" (level L-1's), "init" (θ0: pruning at init) or
+    # "auto" = init for the at-init criteria snip/grasp/synflow, trained for all others
+    score_weights: str = "auto"
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
+    # schedule = "gradual" (Campfire, pruning/gradual.py): one training run whose mask is
+    # recomputed every gradual_every iterations from gradual_start to gradual_end on the AGP
+    # ramp (cubic or linear) from density 1 to gradual_target, then frozen; needs levels = 0
+    schedule: str = "iterative"  # iterative | gradual
+    gradual_start: str = "0it"
+    gradual_end: str = "1ep"  # the freeze step
+    gradual_every: str = "100it"
+    gradual_target: float = 0.3  # final density (0.3 = 70 % sparsity)
+    gradual_shape: str = "cubic"  # cubic (Zhu & Gupta) | linear
 
     def __post_init__(self) -> None:
         from maskstudy.pruning import CRITERIA
+        from maskstudy.pruning.drop import check_config
+        from maskstudy.pruning.saliency import check_config as check_saliency
+        from maskstudy.pruning.schedules import check_schedule_fields
 
         _registered(CRITERIA, self.criterion, "prune.criterion")
         _fraction(self.amount, "prune.amount")
@@ -132,6 +177,26 @@ class PruneConfig:
             raise ConfigError(f"prune.dim = {self.dim!r} must be 0 (filters) or 1 (channels)")
         if self.n not in (1, 2):
             raise ConfigError(f"prune.n = {self.n!r} must be 1 or 2")
+        check_config(self)
+        check_saliency(self)
+        check_schedule_fields(self)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Adversarial evaluation of every level's final weights on the test split (eval/)."""
+
+    eps: tuple[float, ...] = ()  # L∞ radii in [0, 1] pixel units, e.g. 8/255; () = no attacks
+    kinds: tuple[str, ...] = ("fgsm", "pgd")
+    pgd_steps: int = 10
+    pgd_step: float = 0.25  # PGD step size as a fraction of eps (papers.md §4.4: eps/4)
+    random_start: bool = False  # PGD starts from a uniform point of the eps-ball
+    subset: int = 0  # attack the first n test examples; 0 = the whole test split
+
+    def __post_init__(self) -> None:
+        from maskstudy.eval.robust import check_attack
+
+        check_attack(self)
 
 
 @dataclass(frozen=True)
@@ -140,18 +205,34 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
-    regime: str = "rewind"  # finetune | rewind | reinit | random_mask
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    regime: str = "rewind"  # finetune | rewind | reinit | random_mask | scratch_e | scratch_b
     rewind_to: str = "0it"  # rewind point k of the dense run ('0it' = the lottery ticket)
+    scratch_cap: float = 0.0  # scratch_b: cap on the FLOPs ratio (Rethinking ImageNet: 2); 0 = none
     levels: int = 5  # pruning levels after the dense level 0 (not part of the run id)
     seed: int = 0  # init seed; data order and pruning randomness derive from it
 
     def __post_init__(self) -> None:
         _choice(self.regime, REGIMES, "regime")
         check_steps(self.rewind_to, "rewind_to")
+        if self.prune.drop_revive == "last" and self.regime != "finetune":
+            raise ConfigError(
+                f"prune.drop_revive = 'last' restores trained values, which regime = "
+                f"{self.regime!r} does not keep; use regime = 'finetune' or drop_revive = 'zero'"
+            )
+        _positive(self.scratch_cap, "scratch_cap", zero_ok=True)
+        if 0 < self.scratch_cap < 1:
+            raise ConfigError(
+                f"scratch_cap = {self.scratch_cap!r} would train scratch_b below the dense budget; "
+                "give 0 (no cap) or a ratio >= 1, e.g. 2 as Rethinking on ImageNet"
+            )
         if not isinstance(self.levels, int) or isinstance(self.levels, bool) or self.levels < 0:
             raise ConfigError(f"levels = {self.levels!r} must be an integer >= 0")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
+        from maskstudy.pruning.schedules import check_schedule_run
+
+        check_schedule_run(self)
 
     # --- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from maskstudy.errors import ConfigError
-from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from maskstudy.runs.config import (
+    AttackConfig,
+    DataConfig,
+    ModelConfig,
+    PruneConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,28 @@ def _cifar_rewind(model: str, batch: int, rewind_to: str) -> RunConfig:
     )
 
 
+def _lenet300_mnist(prune: PruneConfig, regime: str = "rewind") -> RunConfig:
+    """Frankle & Carbin's LeNet-300-100 recipe with one pruning level by ``prune`` (one shot)."""
+    return RunConfig(
+        data=DataConfig(name="mnist", val_size=5000),
+        model=ModelConfig(name="lenet300_100", init="glorot_normal"),
+        train=TrainConfig(
+            optimizer="adam", lr=1.2e-3, batch_size=60, duration="50000it", eval_every="1ep"
+        ),
+        prune=prune,
+        regime=regime,
+        levels=1,
+    )
+
+
+_AT_INIT = (
+    "one shot at initialization (papers.md §7.3): level 1 scores θ0 (score_weights auto = init) "
+    "on 1024 training examples, prunes 98 % of all weights globally (SNIP's LeNet-300-100 "
+    "sparsity) and trains the mask from θ0; level 0 is the dense reference. LTH recipe (Adam "
+    "1.2e-3, batch 60, 50K it, Glorot) so the masks compare with lenet300_mnist_lth. Set levels "
+    "and amount for the iterative variant"
+)
+
 PRESETS: dict[str, Preset] = {
     "lenet300_mnist_lth": Preset(
         RunConfig(
@@ -106,6 +136,25 @@ PRESETS: dict[str, Preset] = {
         "Frankle & Carbin 2019 / Liu et al. VGG-19: SGD 0.1 mom 0.9 wd 1e-4, batch 64, 160 ep, "
         "×0.1 at 80/120 ep, global 20 % (output not pruned); late rewind to iteration 1000",
     ),
+    "lenet5_mnist_drop": Preset(
+        RunConfig(
+            data=DataConfig(name="mnist", val_size=5000),
+            model=ModelConfig(name="lenet5_caffe"),
+            train=TrainConfig(
+                lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, duration="10ep"
+            ),
+            prune=PruneConfig(
+                criterion="drop", amount=0.3, scope="global", drop_away=0.8, drop_target=0.07
+            ),
+            regime="finetune",
+            levels=20,
+        ),
+        "Drop Pruning (Jia et al. 2018, papers.md §3.3): prune-retrain from the dense LeNet-5 "
+        "(Han et al.'s Caffe variant, the net of the 12× / 14.3× comparison); candidates = lowest "
+        "|w| 30 % of the alive weights (global), drop-away 0.8, drop-back set so the density flows "
+        "to 7 % (14.3×, §3.4): 7.2 % at level 20. Probabilities are not from the paper. SGD 0.01 "
+        "mom 0.9 wd 5e-4, batch 64 (Caffe's LeNet solver), 10 epochs per level",
+    ),
     "lenet300_digits": Preset(
         RunConfig(
             data=DataConfig(name="digits"),
@@ -116,6 +165,97 @@ PRESETS: dict[str, Preset] = {
             levels=6,
         ),
         "Embedded default (scikit-learn digits, no files needed): LTH recipe scaled down",
+    ),
+    "lenet300_mnist_snip": Preset(
+        _lenet300_mnist(PruneConfig(criterion="snip", amount=0.98, scope="global")),
+        f"SNIP (Lee et al. 2019), {_AT_INIT}",
+    ),
+    "lenet300_mnist_grasp": Preset(
+        _lenet300_mnist(PruneConfig(criterion="grasp", amount=0.98, scope="global")),
+        f"GraSP (Wang et al. 2020), {_AT_INIT}",
+    ),
+    "lenet300_mnist_synflow": Preset(
+        _lenet300_mnist(PruneConfig(criterion="synflow", amount=0.98, scope="global")),
+        f"SynFlow (Tanaka et al. 2020), data-free, 100 sub-rounds on an exponential schedule, "
+        f"{_AT_INIT}",
+    ),
+    "lenet300_mnist_pca": Preset(
+        _lenet300_mnist(PruneConfig(criterion="pca", amount=0.5), regime="finetune"),
+        "Pen-Ultimate (Riera et al. 2019, papers.md §6.4), one shot on the trained dense net: "
+        "PCA widths at 99 % explained variance on 1024 training examples (output units kept), "
+        "then 50 % of the remaining connections per layer by relative importance (our choice: "
+        "the paper's threshold is not known), retrained once from the trained weights",
+    ),
+    "vgg16_cifar10_rethinking": Preset(
+        dataclasses.replace(_cifar_rewind("vgg16", 64, "0it"), regime="scratch_b", levels=13),
+        "Liu et al. 2019 (Rethinking) §5.1 CIFAR: SGD 0.1 mom 0.9 wd 1e-4, batch 64, 160 ep, ×0.1 "
+        "at 80/120 ep; unstructured magnitude, one global threshold over the convs (classifier "
+        "kept), 20 % per level to 5.5 % left; Scratch-B trains int(160 · FLOPs ratio) epochs. "
+        "Set regime = finetune / scratch_e for the other arms. VGG-16-BN with a pooled linear head",
+    ),
+    "lenet300_mnist_scratch": Preset(
+        RunConfig(
+            data=DataConfig(name="mnist", val_size=5000),
+            model=ModelConfig(name="lenet300_100"),
+            train=TrainConfig(
+                lr=0.05,
+                momentum=0.9,
+                weight_decay=1e-4,
+                batch_size=64,
+                duration="6ep",
+                schedule="step",
+                milestones=("3ep", "4.5ep"),
+            ),
+            prune=PruneConfig(amount=0.5, scope="global"),
+            regime="scratch_b",
+            levels=3,
+        ),
+        "Rethinking's recipe at CPU size on MNIST: SGD 0.05 mom 0.9 wd 1e-4, batch 64, 6 ep, ×0.1 "
+        "at 50 % / 75 %, global magnitude 50 % per level; Scratch-B stretches both by the FLOPs "
+        "ratio (2^level here)",
+    ),
+    "lenet5_mnist_campfire": Preset(
+        RunConfig(
+            data=DataConfig(name="mnist", val_size=5000),
+            model=ModelConfig(name="lenet5", init="kaiming_normal"),
+            train=TrainConfig(optimizer="adam", lr=1e-3, batch_size=60, duration="20ep"),
+            prune=PruneConfig(
+                criterion="kernel",
+                exclude=("output",),
+                schedule="gradual",
+                gradual_start="1ep",
+                gradual_end="7ep",
+                gradual_every="100it",
+                gradual_target=0.3,
+            ),
+            attack=AttackConfig(eps=tuple(e / 255 for e in (1, 2, 4, 8))),
+            levels=0,
+        ),
+        "Campfire at CPU size (papers.md §4.4, §7.4): one 20-epoch Adam run; whole 5×5 kernels "
+        "pruned on the cubic AGP ramp every 100 it from epoch 1 to 7 down to 30 % density (70 % "
+        "sparsity; fc layers by magnitude, output dense), then frozen; FGSM and PGD-10 (step "
+        "eps/4) at eps = 1, 2, 4, 8 /255 on the test set",
+    ),
+    "conv4_cifar10_campfire": Preset(
+        RunConfig(
+            data=DataConfig(name="cifar10", val_size=5000),
+            model=ModelConfig(name="conv4", init="glorot_normal"),
+            train=TrainConfig(optimizer="adam", lr=3e-4, batch_size=60, duration="25000it"),
+            prune=PruneConfig(
+                criterion="kernel",
+                exclude=("output",),
+                schedule="gradual",
+                gradual_start="0it",
+                gradual_end="8000it",
+                gradual_every="250it",
+                gradual_target=0.3,
+            ),
+            attack=AttackConfig(eps=tuple(e / 255 for e in (1, 2, 4, 8))),
+            levels=0,
+        ),
+        "Campfire on Frankle & Carbin's Conv-4 recipe (Adam 3e-4, batch 60, 25K it): 3×3 kernels "
+        "pruned on the cubic AGP ramp every 250 it over the first third of training to 30 % "
+        "density, then frozen; FGSM and PGD-10 at eps = 1, 2, 4, 8 /255 (papers.md §4.4)",
     ),
 }
 

@@ -19,8 +19,10 @@ from torch import nn
 from maskstudy.data import from_config
 from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.eval.robust import attack_metrics
 from maskstudy.models import build
-from maskstudy.pruning import prune
+from maskstudy.pruning import CRITERIA, prune
+from maskstudy.pruning.drop import revived_start
 from maskstudy.pruning.masks import (
     Mask,
     full_mask,
@@ -28,9 +30,13 @@ from maskstudy.pruning.masks import (
     layer_densities,
     prunable_names,
 )
-from maskstudy.runs.config import RunConfig
+from maskstudy.pruning.saliency import scores_init
+from maskstudy.runs.config import FRESH_REGIMES, RunConfig
 from maskstudy.runs.files import temp_files
+from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
+from maskstudy.runs.scoring import saliency_level
+from maskstudy.runs.scratch import level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.runs.store import WEIGHT_FILES, Run, create_run, save_level, save_weights
@@ -145,8 +151,20 @@ def train_level(
 ) -> None:
     """Prune, set the starting weights of, train and save one level of every member together."""
     cfg = members[0].cfg
-    masks = [level_mask(m.store, m.cfg, template, level, m.layers) for m in members]
-    starts = [starting_point(m.store, m.cfg, data, level, k) for m in members]
+    picked = [level_mask(m.store, m.cfg, template, level, m.layers, data) for m in members]
+    masks = [mask for mask, _ in picked]
+    budgets = [
+        level_budget(m.cfg, template, data, level, mask)
+        for m, mask in zip(members, masks, strict=True)
+    ]
+    if len(groups := same_budget(budgets)) > 1:  # scratch_b: unequal FLOPs ratios train apart
+        for group in groups:
+            train_level([members[i] for i in group], template, data, level, k, device, progress)
+        return
+    starts = [
+        starting_point(m.store, m.cfg, data, level, k, mask)
+        for m, mask in zip(members, masks, strict=True)
+    ]
     start_step = starts[0][1]
     if len(members) == 1:
         template.load_state_dict(starts[0][0])
@@ -154,29 +172,44 @@ def train_level(
     else:
         net = Stacked(template, [state for state, _ in starts])
     label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
+    seeds = [m.cfg.seed for m in members]
+    hook = gradual_hook(cfg, data, masks, seeds)  # prune.schedule = 'gradual': in-training pruning
     try:
         results = train_replicas(
             net,
             data,
-            cfg.train,
+            budgets[0].train,
             masks=masks,
             seeds=[derive_seed(m.cfg.seed, "data") for m in members],
             start_step=start_step,
             snapshot_step=k if level == 0 and k > 0 else None,
             progress=label if progress else None,
+            update_masks=hook,
         )
     except Diverged as error:
         record_divergence(members[error.replica].store.path, level, error)
         raise
     finals = net.states()
-    for m, mask, (start, _), result, final in zip(
-        members, masks, starts, results, finals, strict=True
+    masks, level_files = finish_gradual(hook, masks, results, [m.store.path for m in members])
+    for result, attacked in zip(results, attack_metrics(net, data, cfg.attack, seeds), strict=True):
+        result.final.update(attacked)  # attack.eps: fgsm/pgd accuracies join the level metrics
+    for m, mask, (start, _), result, final, budget, (_, extra) in zip(
+        members, masks, starts, results, finals, budgets, picked, strict=True
     ):
         if level == 0 and k > 0:
             save_weights(m.store, "rewind", result.snapshot)
-        metrics = level_metrics(level, mask, result.final, start_step)
-        fresh = start if level > 0 and m.cfg.regime == "reinit" else None
-        save_level(m.store, level, mask, final, metrics, result.history, start=fresh)
+        metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | extra
+        fresh = start if level > 0 and m.cfg.regime in FRESH_REGIMES else None
+        save_level(
+            m.store,
+            level,
+            mask,
+            final,
+            metrics,
+            result.history,
+            start=fresh,
+            extra_files=level_files.get(m.store.path),
+        )
 
 
 def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:
@@ -184,27 +217,43 @@ def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:
     return build(m.name, data.input_shape, data.num_classes, init=m.init, width=m.width, seed=seed)
 
 
-def level_mask(store: Run, cfg: RunConfig, model: nn.Module, level: int, layers: Layers) -> Mask:
-    """Level 0: all prunable weights kept. Level L: prune the trained weights of level L−1."""
+def level_mask(
+    store: Run, cfg: RunConfig, model: nn.Module, level: int, layers: Layers, data: Data
+) -> tuple[Mask, dict]:
+    """Level 0: all prunable weights kept. Level L: prune the weights of level L−1 (or θ0).
+
+    Returns the mask and the level metrics its criterion adds (pca: widths and spectra).
+    """
     if level == 0:
-        return full_mask(model, exclude=layers.exclude)
-    previous, trained = store.mask(level - 1), store.weights(level - 1)
+        return full_mask(model, exclude=layers.exclude), {}
     p = cfg.prune
-    mask = prune(
-        {name: trained[name] for name in previous},
-        previous,
-        p.criterion,
-        p.amount,
-        p.scope,
-        layer_amounts=layers.amounts,
-        rounding=p.rounding,
-        n=p.n,
-        dim=p.dim,
-        generator=generator(cfg.seed, "prune", level),
-    )
+    previous = store.mask(level - 1)
+    at_init = scores_init(p.criterion, p.score_weights)
+    scored = store.weights(which="init") if at_init else store.weights(level - 1)
+    extra: dict = {}
+    if CRITERIA.get(p.criterion).needs_model:  # snip, grasp, synflow, pca
+        mask, extra = saliency_level(
+            cfg, model, data.train, scored, previous, layers.amounts, level
+        )
+        extra["scored_weights"] = "init" if at_init else "trained"
+    else:
+        mask = prune(
+            {name: scored[name] for name in previous},
+            previous,
+            p.criterion,
+            p.amount,
+            p.scope,
+            layer_amounts=layers.amounts,
+            rounding=p.rounding,
+            n=p.n,
+            dim=p.dim,
+            away=p.drop_away,
+            target=p.drop_target,
+            generator=generator(cfg.seed, "prune", level),
+        )
     if cfg.regime == "random_mask":
         mask = shuffled_mask(mask, generator(cfg.seed, "random_mask", level))
-    return mask
+    return mask, extra
 
 
 def shuffled_mask(mask: Mask, gen: torch.Generator) -> Mask:
@@ -218,14 +267,20 @@ def shuffled_mask(mask: Mask, gen: torch.Generator) -> Mask:
     return out
 
 
-def starting_point(store: Run, cfg: RunConfig, data: Data, level: int, k: int) -> tuple[dict, int]:
-    """The weights level ``level`` trains from, and the absolute step it starts at."""
+def starting_point(
+    store: Run, cfg: RunConfig, data: Data, level: int, k: int, mask: Mask | None = None
+) -> tuple[dict, int]:
+    """The weights level ``level`` (trained with ``mask``) starts from, and its first step."""
     if level == 0:
         return store.weights(which="init"), 0
+    if cfg.regime == "finetune" and cfg.prune.drop_revive == "last":  # Drop Pruning revivals
+        now = mask if mask is not None else store.mask(level)
+        return revived_start(store.weights, store.mask, level, now), 0
     if cfg.regime == "finetune":
         return store.weights(level - 1), 0
-    if cfg.regime == "reinit":
-        fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, "reinit", level))
+    if cfg.regime in FRESH_REGIMES:  # scratch_e / scratch_b draw from their own stream
+        tag = "reinit" if cfg.regime == "reinit" else "scratch"
+        fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, tag, level))
         return fresh.state_dict(), 0
     return store.weights(which="rewind" if k > 0 else "init"), k  # rewind, random_mask
 

@@ -19,8 +19,9 @@ import torch
 
 import maskstudy
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.pruning.drop import revived_start
 from maskstudy.pruning.masks import Mask
-from maskstudy.runs.config import RunConfig
+from maskstudy.runs.config import FRESH_REGIMES, RunConfig
 from maskstudy.runs.files import (
     digest,
     is_temp_file,
@@ -153,12 +154,23 @@ class Run:
             raise StoreError("weights(which='start') needs a level")
         if level == 0:
             return self.weights(which="init")
-        if self.config.regime == "reinit":  # fresh weights, stored with the level
+        if self.config.regime in FRESH_REGIMES:  # fresh weights, stored with the level
             return self._level_tensors(level, START_FILE, "start")
+        if self.config.regime == "finetune" and self.config.prune.drop_revive == "last":
+            return revived_start(self.weights, self.mask, level, self.mask(level))
         if self.config.regime == "finetune":
             return self.weights(level - 1)
         rewound = WEIGHT_FILES["rewind"] in self.info.get("files", {})  # θk exists iff k > 0
         return self.weights(which="rewind" if rewound else "init")
+
+    def mask_updates(self, level: int) -> list[tuple[int, Mask]]:
+        """(step, mask) of every mask update inside a gradual level's training; [] otherwise."""
+        from maskstudy.runs.gradual import UPDATES_FILE, unpack_updates
+
+        if UPDATES_FILE not in self._done(level)["files"]:
+            return []
+        path = level_dir(self.path, level) / UPDATES_FILE
+        return unpack_updates(self._level_file(level, UPDATES_FILE), path)
 
     def level_metrics(self, level: int) -> dict[str, Any]:
         path = level_dir(self.path, level) / "metrics.json"
@@ -283,11 +295,13 @@ def save_level(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     start: dict[str, torch.Tensor] | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> None:
     """Write one level's files atomically, replace its rows of history.jsonl, then DONE.
 
     ``start`` (the weights training began from) is stored only when it cannot be derived from
-    θ0, θk or the previous level (reinitialisation)."""
+    θ0, θk or the previous level (reinitialisation). ``extra_files`` are more level files by name
+    (a gradual level's mask updates), recorded in DONE like the others."""
     directory = level_dir(run.path, level)
     done = directory / "DONE"
     try:
@@ -301,6 +315,7 @@ def save_level(
     }
     if start is not None:
         contents[START_FILE] = tensors_to_bytes(start)
+    contents.update(extra_files or {})
     files = {name: write_atomic(directory / name, data) for name, data in contents.items()}
     hist_path = run.path / HISTORY_FILE
     lines = [x for x in history_lines(hist_path) if x[0] != level] if hist_path.is_file() else []

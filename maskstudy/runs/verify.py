@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from maskstudy.errors import MaskstudyError, StoreError
+from maskstudy.runs.config import FRESH_REGIMES
 from maskstudy.runs.files import (
     digest,
     is_temp_file,
@@ -110,7 +111,7 @@ def check_run(run_dir: Path, name: str) -> list[dict[str, Any]]:
         rows.append(_row(name, level, file, status, detail))
 
     info = _check_config(run_dir, add)
-    reinit = info is not None and info["config"].get("regime") == "reinit"
+    reinit = info is not None and info["config"].get("regime") in FRESH_REGIMES
     complete = _check_levels(run_dir, reinit, add)
     if info is not None:
         _check_weights(run_dir, info, bool(complete), add)

@@ -10,7 +10,7 @@ at ``start_step``: that is what rewinding the weights to step k means.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,9 @@ from maskstudy.runs.seeds import generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
 from maskstudy.train.replicas import Net, Single
+
+# (iterations done, each replica's masked weights) -> new masks, or None to keep the current ones
+MaskUpdate = Callable[[int, list[dict[str, torch.Tensor]]], Sequence[Mask] | None]
 
 
 class Diverged(MaskstudyError):
@@ -103,7 +106,24 @@ class _MaskKeeper:
     """Keeps pruned weights exactly zero: masks their gradients and re-zeroes them after a step."""
 
     def __init__(self, net: Net, masks: Sequence[Mask]) -> None:
+        self.net, self.names = net, list(masks[0]) if masks else []
         self.params, self.factors = net.masked(masks)
+
+    def weights(self) -> list[dict[str, torch.Tensor]]:
+        """Every replica's masked weights as views (no copies), for the ``update_masks`` hook."""
+        pairs = list(zip(self.names, self.params, strict=True))
+        if isinstance(self.net, Single):
+            return [dict(pairs)]
+        return [{name: p[k] for name, p in pairs} for k in range(self.net.size)]
+
+    @torch.no_grad()
+    def replace_(self, masks: Sequence[Mask], optimizer: torch.optim.Optimizer) -> None:
+        """Train on with new masks: zero the newly pruned weights and their optimizer state."""
+        self.params, self.factors = self.net.masked(masks)
+        for p, f in zip(self.params, self.factors, strict=True):
+            for value in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(f)  # momentum, Adam moments: a pruned weight restarts from rest
 
     def mask_grads_(self) -> None:
         pairs = [
@@ -200,9 +220,14 @@ def train_replicas(
     start_step: int = 0,
     snapshot_step: int | None = None,
     progress: str | None = None,
+    update_masks: MaskUpdate | None = None,
 ) -> list[TrainResult]:
     """``train`` for K replicas side by side: replica k keeps ``masks[k]`` and sees the data
-    order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own."""
+    order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own.
+
+    ``update_masks(iterations_done, weights_per_replica)`` runs after every optimizer step;
+    when it returns new masks, training goes on with them (gradual pruning, pruning/gradual.py).
+    """
     began = time.perf_counter()
     if not len(masks) == len(seeds) == net.size:
         raise ConfigError(
@@ -235,6 +260,10 @@ def train_replicas(
             keeper.mask_grads_()
             optimizer.step()
             keeper.mask_weights_()
+            if update_masks is not None:
+                new_masks = update_masks(step + 1, keeper.weights())
+                if new_masks is not None:
+                    keeper.replace_(new_masks, optimizer)
             loss_sum, loss_count = loss_sum + values, loss_count + 1
             done = step + 1
             if done % eval_every == 0 or done == total:

@@ -1,0 +1,165 @@
+"""Drop Pruning (Jia et al. 2018; papers.md §3.3): stochastic drop-away and drop-back.
+
+One step on a tensor with n of its N weights alive: the candidates are the weights magnitude
+pruning at rate r would remove (the lowest-|w| fraction r of the alive weights: per layer, or
+pooled with ``scope="global"``); each candidate is removed with probability p_away and each
+weight pruned before the step revives with probability p_back. In expectation
+n' = n − p_away·r·n + p_back·(N − n), which flows to the fixed point
+n*/N = p_back / (p_away·r + p_back) from any start. ``back_for_target`` picks p_back for a
+target density. With p_back = 0 the masks are nested; with p_back > 0 they are not.
+
+In a run (``prune.criterion = "drop"``), r is ``prune.amount`` (``prune.layer_amounts``
+overrides r per tensor), p_away is ``prune.drop_away`` and p_back is set from
+``prune.drop_target`` and the run-wide r. A tensor given a smaller r than the rest therefore
+settles at a higher density, p_back/(p_away·r_layer + p_back), as IMP's "output layer at half
+rate" does. ``prune.drop_revive`` says what a revived weight restarts from when the regime
+keeps trained values (finetune): 0, or its value the last time it was alive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+
+from maskstudy.errors import ConfigError
+from maskstudy.pruning.criteria import CRITERIA, Criterion, magnitude_scores, prune
+from maskstudy.pruning.masks import Mask
+
+if TYPE_CHECKING:
+    from maskstudy.runs.config import PruneConfig
+
+DROP = "drop"
+REVIVES = ("zero", "last")
+
+# The registry entry ranks the candidates (|w|); prune() hands criterion "drop" to drop_step.
+CRITERIA.register(DROP)(Criterion(magnitude_scores))
+
+
+def _probability(value: object, name: str, *, zero_ok: bool = True) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (0 <= value <= 1) or (value == 0 and not zero_ok):
+        bound = "in [0, 1]" if zero_ok else "in (0, 1]"
+        raise ConfigError(f"{name} = {value!r} must be a probability {bound}")
+    return float(value)
+
+
+def _check_target(target: object) -> None:
+    ok = isinstance(target, (int, float)) and not isinstance(target, bool)
+    if not ok or not 0 <= target < 1:
+        raise ConfigError(
+            f"prune.drop_target = {target!r} must be a density in [0, 1) "
+            "(0 = no drop-back: nested masks flowing to 0)"
+        )
+
+
+def back_for_target(target: float, rate: float, away: float) -> float:
+    """The drop-back probability whose fixed point p_back/(p_away·r + p_back) equals ``target``."""
+    _check_target(target)
+    _probability(rate, "prune.amount")
+    _probability(away, "prune.drop_away", zero_ok=False)
+    back = target * away * rate / (1 - target)
+    if back > 1:
+        reach = 1 / (1 + away * rate)
+        raise ConfigError(
+            f"prune.drop_target = {target!r} is out of reach: with drop_away × amount = "
+            f"{away * rate:g} the densest fixed point is {reach:.4g} (drop-back probability 1); "
+            "lower drop_target or raise prune.drop_away or prune.amount"
+        )
+    return back
+
+
+def fixed_density(rate: float, away: float, back: float) -> float:
+    """The density drop steps flow to, p_back/(p_away·r + p_back); nan when nothing ever changes."""
+    flow = away * rate + back
+    return back / flow if flow > 0 else float("nan")
+
+
+def check_config(p: PruneConfig) -> None:
+    """Validate the drop fields of a prune config (the target only matters for criterion drop)."""
+    _probability(p.drop_away, "prune.drop_away", zero_ok=False)
+    if p.drop_revive not in REVIVES:
+        raise ConfigError(
+            f"prune.drop_revive = {p.drop_revive!r} is not allowed; choose one of: "
+            f"{', '.join(REVIVES)}"
+        )
+    _check_target(p.drop_target)
+    if p.criterion == DROP:
+        back_for_target(p.drop_target, p.amount, p.drop_away)
+
+
+def drop_step(
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor] | None,
+    rate: float,
+    *,
+    away: float,
+    back: float,
+    scope: str = "layer",
+    layer_rates: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    rounding: str = "round",
+    generator: torch.Generator | None = None,
+) -> Mask:
+    """One Drop Pruning step: each of the lowest-|w| ``rate`` of the alive weights goes with
+    probability ``away``; each pruned weight comes back with probability ``back``.
+
+    ``rate``, ``scope``, ``layer_rates``, ``exclude`` and ``rounding`` select the candidates
+    exactly as ``prune(..., "magnitude", rate, ...)`` would remove them; tensors in
+    ``exclude`` pass through unchanged. Draws come from ``generator`` (CPU), tensor by tensor
+    in mask order, so a seeded generator gives the same mask on every device.
+    """
+    away = _probability(away, "away")
+    back = _probability(back, "back")
+    excluded = set(exclude)
+    kept = prune(
+        weights,
+        mask,
+        "magnitude",
+        rate,
+        scope,
+        layer_amounts=layer_rates,
+        exclude=excluded,
+        rounding=rounding,
+    )
+    current = dict(mask) if mask is not None else {n: torch.ones_like(k) for n, k in kept.items()}
+    out = {}
+    for name, m in current.items():
+        if name in excluded:
+            out[name] = m.clone()
+            continue
+        u_away = torch.rand(m.shape, generator=generator).to(m.device)
+        u_back = torch.rand(m.shape, generator=generator).to(m.device)
+        removed = m & ~kept[name] & (u_away < away)
+        revived = ~m & (u_back < back)
+        out[name] = (m & ~removed) | revived
+    return out
+
+
+def revived_start(
+    final: Callable[[int], Mapping[str, torch.Tensor]],
+    mask_at: Callable[[int], Mapping[str, torch.Tensor]],
+    level: int,
+    mask: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Finetune start of ``level`` with ``drop_revive = "last"``: level−1's trained weights,
+    each revived weight set to its trained value at the last level it was alive.
+
+    ``final(j)`` / ``mask_at(j)`` read level j's trained weights and mask (``Run.weights``,
+    ``Run.mask``); ``mask`` is level ``level``'s mask. Level 0 keeps every weight, so every
+    revived weight has a last value.
+    """
+    state = {name: t.clone() for name, t in final(level - 1).items()}
+    previous = mask_at(level - 1)
+    missing = {name: m & ~previous[name] for name, m in mask.items()}
+    for j in range(level - 2, -1, -1):
+        if not any(bool(m.any()) for m in missing.values()):
+            break
+        alive, trained = mask_at(j), final(j)
+        for name, wanted in missing.items():
+            hit = wanted & alive[name]
+            state[name] = torch.where(hit, trained[name], state[name])
+            missing[name] = wanted & ~hit
+    return state

@@ -1,0 +1,270 @@
+"""Model- and data-dependent pruning scores: SNIP, GraSP, SynFlow (papers.md §7.3) and PCA (§6.4).
+
+``SALIENCY`` maps a criterion name to ``fn(model, x, y, mask, **options) -> Scored``: per-weight
+scores where, as for every criterion, the lowest are pruned first. ``saliency_prune`` runs one
+pruning level with them: it scores the model with ``mask`` applied (on a copy: the model's weights,
+signs and BatchNorm statistics are never touched) and hands the scores to ``prune()``.
+
+- snip: |g ⊙ w|, g = ∂L/∂w of the cross-entropy on the batch (Lee et al. 2019).
+- grasp: GraSP's score is −w ⊙ Hg and it removes the *highest*; the registry returns its
+  negation w ⊙ Hg so that "lowest first" removes the same weights (Wang et al. 2020). g is the
+  gradient of the alive weights (pruned ones stay zero, so their gradient flow does not count).
+- synflow: data-free; |θ| parameters, eval mode, float64, an all-ones input shaped like one
+  example of ``x``, R = 1ᵀ(∏|W|)1 and s = (∂R/∂w) ⊙ w (Tanaka et al. 2020). Biases, BatchNorm
+  shifts and running means are zeroed (BatchNorm scales enter as |γ|/√var) so that R is exactly
+  that product. The official code takes |bias| instead, which feeds flow in behind a layer: on
+  the deep narrow MLP of tests/test_saliency.py that collapsed 5 of 8 layers at 1 % density.
+  It runs ``rounds`` sub-rounds (default 100) inside one level on an exponential schedule that
+  ends exactly at the level's target.
+- pca: Pen-Ultimate (maskstudy.pruning.pca): units beyond each layer's PCA width are dropped,
+  then ``amount`` of the remaining connections by relative importance.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskstudy.errors import ConfigError
+from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
+from maskstudy.pruning.masks import Mask, apply_mask_
+from maskstudy.pruning.pca import even_chunks, pca_scores
+from maskstudy.registry import Registry
+
+if TYPE_CHECKING:
+    from maskstudy.runs.config import PruneConfig
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Per-weight scores (lowest pruned first), the mask pruning starts from, level metrics."""
+
+    scores: dict[str, Tensor]
+    start: Mask | None = None  # None: the mask that was scored
+    metrics: dict = field(default_factory=dict)
+
+
+ScoreFn = Callable[..., Scored]
+
+
+@dataclass(frozen=True)
+class Saliency:
+    """A registered model-based score and its default number of sub-rounds per level."""
+
+    fn: ScoreFn
+    rounds: int = 1
+    one_shot: bool = False  # scores that change the start mask (pca) cannot run in sub-rounds
+
+
+SALIENCY: Registry[Saliency] = Registry("model-based criterion")
+
+
+def _ranked_as_given(scores: Tensor, **_: object) -> Tensor:
+    """prune()'s ranking of precomputed model-based scores: the scores themselves."""
+    return scores
+
+
+def _register(
+    name: str, *, at_init: bool, rounds: int = 1, one_shot: bool = False
+) -> Callable[[ScoreFn], ScoreFn]:
+    def add(fn: ScoreFn) -> ScoreFn:
+        SALIENCY.register(name)(Saliency(fn, rounds, one_shot))
+        CRITERIA.register(name)(Criterion(_ranked_as_given, needs_model=True, at_init=at_init))
+        return fn
+
+    return add
+
+
+def masked_copy(model: nn.Module, mask: Mapping[str, Tensor]) -> nn.Module:
+    """A deep copy of ``model`` with the pruned weights zeroed (the original is left as it is)."""
+    net = copy.deepcopy(model)
+    device = next(net.parameters()).device
+    apply_mask_(net, {n: m.to(device) for n, m in mask.items()})
+    return net
+
+
+def _loss_grads(
+    net: nn.Module, x: Tensor, y: Tensor, params: list[Tensor], hvp_of: list[Tensor] | None = None
+) -> list[Tensor]:
+    """∂L/∂params of the mean cross-entropy over (x, y), or H·v for ``hvp_of`` = v, in chunks."""
+    out = [torch.zeros_like(p) for p in params]
+    for xb, yb in even_chunks(x, y):
+        loss = F.cross_entropy(net(xb), yb) * (len(xb) / len(x))
+        grads = torch.autograd.grad(loss, params, create_graph=hvp_of is not None)
+        if hvp_of is not None:
+            dot = sum((g * v).sum() for g, v in zip(grads, hvp_of, strict=True))
+            grads = torch.autograd.grad(dot, params)
+        for acc, g in zip(out, grads, strict=True):
+            acc.add_(g.detach())
+    return out
+
+
+@_register("snip", at_init=True)
+def snip_scores(model: nn.Module, x: Tensor, y: Tensor, mask: Mask, **_: object) -> Scored:
+    """SNIP connection sensitivity |∂L/∂w ⊙ w| on the batch (x, y)."""
+    net = masked_copy(model, mask).train()
+    params = dict(net.named_parameters())
+    grads = _loss_grads(net, x, y, [params[n] for n in mask])
+    return Scored({n: (g * params[n]).detach().abs() for n, g in zip(mask, grads, strict=True)})
+
+
+@_register("grasp", at_init=True)
+def grasp_scores(model: nn.Module, x: Tensor, y: Tensor, mask: Mask, **_: object) -> Scored:
+    """w ⊙ Hg: GraSP's −w ⊙ Hg negated, so removing the lowest removes GraSP's highest."""
+    net = masked_copy(model, mask).train()
+    params = dict(net.named_parameters())
+    weights = [params[n] for n in mask]
+    grads = _loss_grads(net, x, y, weights)
+    g = [gi * mask[n].to(gi.device) for n, gi in zip(mask, grads, strict=True)]
+    hg = _loss_grads(net, x, y, weights, hvp_of=g)
+    return Scored({n: (w * h).detach() for n, w, h in zip(mask, weights, hg, strict=True)})
+
+
+@_register("synflow", at_init=True, rounds=100)
+def synflow_scores(model: nn.Module, x: Tensor, y: Tensor, mask: Mask, **_: object) -> Scored:
+    """SynFlow |∂R/∂w ⊙ w| with R the all-ones output sum of the |θ| network (data-free)."""
+    net = masked_copy(model, mask).double().eval()
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if t.is_floating_point():
+                t.zero_() if name.endswith(("bias", "running_mean")) else t.abs_()
+    params = dict(net.named_parameters())
+    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
+    grads = torch.autograd.grad(net(ones).sum(), [params[n] for n in mask])
+    return Scored({n: (g * params[n]).detach().abs() for n, g in zip(mask, grads, strict=True)})
+
+
+@_register("pca", at_init=False, one_shot=True)
+def pen_ultimate_scores(
+    model: nn.Module, x: Tensor, y: Tensor, mask: Mask, *, variance: float = 0.99, **_: object
+) -> Scored:
+    """Pen-Ultimate: start from the PCA-width units, rank connections by relative importance."""
+    result = pca_scores(model, x, mask, variance)
+    return Scored(result.importance, result.mask, result.metrics())
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Tensors prune() ranks together; ``pooled`` = the global pool, else one tensor's own rate."""
+
+    names: tuple[str, ...]
+    pooled: bool
+    start: int  # alive when the level begins
+    end: int  # kept when it ends: what one prune() call at the level's rate leaves
+
+
+def _groups(
+    mask: Mask, scope: str, amount: float, layer_amounts: Mapping[str, float], rounding: str
+) -> list[_Group]:
+    singles = [n for n in mask if scope == "layer" or n in layer_amounts]
+    pooled = tuple(n for n in mask if n not in singles)
+    rated = [((n,), False, layer_amounts.get(n, amount)) for n in singles]
+    out = []
+    for names, is_pool, rate in rated + ([(pooled, True, amount)] if pooled else []):
+        alive = sum(int(mask[n].sum()) for n in names)
+        out.append(_Group(names, is_pool, alive, alive - prune_count(rate, alive, rounding)))
+    return out
+
+
+def _round_rates(
+    groups: list[_Group], current: Mask, r: int, rounds: int
+) -> tuple[float, dict[str, float]]:
+    """prune()'s (amount, layer_amounts) that take each group to round(n0·(K/n0)^(r/rounds))."""
+    pooled, singles = 0.0, {}
+    for g in groups:
+        alive = sum(int(current[n].sum()) for n in g.names)
+        target = round(g.start * (g.end / g.start) ** (r / rounds)) if g.start else 0
+        rate = (alive - min(target, alive)) / alive if alive else 0.0
+        if g.pooled:
+            pooled = rate
+        else:
+            singles[g.names[0]] = rate
+    return pooled, singles
+
+
+def saliency_prune(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    mask: Mapping[str, Tensor],
+    criterion: str,
+    amount: float,
+    *,
+    scope: str = "global",
+    layer_amounts: Mapping[str, float] | None = None,
+    rounding: str = "round",
+    rounds: int = 0,
+    **options: object,
+) -> tuple[Mask, dict]:
+    """One level of a model-based criterion: (new mask, level metrics).
+
+    ``x``, ``y`` are the scoring batch (synflow reads only the shape of ``x``). With ``rounds``
+    > 1 (0 = the criterion's default) the level is split into sub-rounds, rescoring before each,
+    that take every ranked group from n0 to the K weights one ``prune()`` call with ``amount``
+    keeps along the exponential schedule round(n0·(K/n0)^(r/rounds)): it ends exactly at K.
+    """
+    entry = SALIENCY.get(criterion)
+    rounds = rounds or entry.rounds
+    if rounds > 1 and entry.one_shot:
+        raise ConfigError(f"{criterion} prunes in one shot: set prune.saliency.rounds to 0 or 1")
+    device = next(model.parameters()).device
+    home = {n: m.device for n, m in mask.items()}
+    current = {n: m.to(device) for n, m in mask.items()}
+    params = dict(model.named_parameters())
+    weights = {n: params[n].detach() for n in current}
+    amounts = dict(layer_amounts or {})
+    groups = _groups(current, scope, amount, amounts, rounding)
+    for r in range(1, rounds + 1):
+        scored = entry.fn(model, x, y, current, **options)
+        start = scored.start if scored.start is not None else current
+        if rounds > 1:
+            amount, amounts = _round_rates(groups, current, r, rounds)
+        current = prune(
+            weights,
+            start,
+            criterion,
+            amount,
+            scope,
+            layer_amounts=amounts,
+            rounding="round" if rounds > 1 else rounding,
+            scores={n: s.to(device) for n, s in scored.scores.items()},
+        )
+    return {n: m.to(home[n]) for n, m in current.items()}, scored.metrics
+
+
+SCORE_WEIGHTS = ("auto", "trained", "init")
+
+
+def check_config(p: PruneConfig) -> None:
+    """ConfigError unless ``prune.score_weights`` and ``prune.saliency`` fit ``prune.criterion``."""
+    if p.score_weights not in SCORE_WEIGHTS:
+        raise ConfigError(
+            f"prune.score_weights = {p.score_weights!r} is not allowed; choose one of: "
+            f"{', '.join(SCORE_WEIGHTS)}"
+        )
+    if p.saliency.rounds > 1:
+        if p.criterion not in SALIENCY:
+            raise ConfigError(
+                f"prune.saliency.rounds applies to {', '.join(SALIENCY.names())}, not "
+                f"prune.criterion = {p.criterion!r}; leave it at 0"
+            )
+        if SALIENCY.get(p.criterion).one_shot:
+            raise ConfigError(
+                f"prune.criterion = {p.criterion!r} prunes in one shot: set prune.saliency.rounds "
+                "to 0 or 1"
+            )
+
+
+def scores_init(criterion: str, score_weights: str) -> bool:
+    """Whether a level scores θ0 (pruning at initialization) rather than the trained weights."""
+    if score_weights == "auto":
+        return CRITERIA.get(criterion).at_init
+    return score_weights == "init"

@@ -1,0 +1,82 @@
+"""Training budgets per level: FLOPs of the masked model and Rethinking's Scratch-B schedule.
+
+Liu et al. (2019) train a pruned architecture from scratch either for the large model's epochs
+(Scratch-E: the ``scratch_e`` regime, the level's own duration) or for the same computation
+(Scratch-B): ``int(epochs · FLOPs_dense / FLOPs_pruned)`` with the step milestones at the same
+fractions of training. Here the budget is counted in iterations, ``floor(T · ratio)`` for the
+level's duration T, every milestone ``m`` moves to ``floor(m · T_B / T)``, and ``scratch_cap``
+caps the ratio (Rethinking's ImageNet rule: at most double). FLOPs are the MACs of one input
+through the Linear/Conv layers counting kept weights only (``maskstudy.models.flops``), as
+Rethinking counts the sparse model for unstructured pruning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from torch import nn
+
+from maskstudy.data.base import Data
+from maskstudy.errors import ConfigError
+from maskstudy.models.flops import layer_flops
+from maskstudy.pruning.masks import Mask
+from maskstudy.runs.config import RunConfig, TrainConfig
+from maskstudy.runs.steps import to_iterations
+from maskstudy.train import iterations_per_epoch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How one level trains (``train``) and its cost figures for the level's metrics."""
+
+    train: TrainConfig
+    metrics: dict[str, Any]  # flops, flops_dense, flops_ratio, train_iterations
+
+
+def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask: Mask) -> Budget:
+    """The level's TrainConfig (scratch_b levels >= 1: scaled by the FLOPs ratio) and its FLOPs."""
+    rows = layer_flops(model, data.input_shape, mask)
+    flops, dense = sum(r.macs for r in rows), sum(r.dense for r in rows)
+    per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
+    train = cfg.train
+    if cfg.regime == "scratch_b" and level > 0:
+        train = scaled_train(train, per_epoch, budget_ratio(dense, flops, cfg.scratch_cap, level))
+    metrics = {
+        "flops": flops,
+        "flops_dense": dense,
+        "flops_ratio": dense / flops if flops else float("inf"),
+        "train_iterations": to_iterations(train.duration, per_epoch),
+    }
+    return Budget(train, metrics)
+
+
+def budget_ratio(dense: int, flops: int, cap: float, level: int) -> Fraction:
+    """FLOPs_dense / FLOPs_masked as an exact fraction, limited to ``cap`` when it is > 0."""
+    if flops == 0 and not cap:
+        raise ConfigError(
+            f"scratch_b: the mask of level {level} keeps no weights (0 FLOPs), so the FLOPs ratio "
+            "is unbounded; set scratch_cap (e.g. 2) or prune less (prune.amount, prune.exclude)"
+        )
+    ratio = Fraction(dense, flops) if flops else Fraction(cap)
+    return min(ratio, Fraction(cap)) if cap else ratio
+
+
+def scaled_train(train: TrainConfig, per_epoch: int, ratio: Fraction) -> TrainConfig:
+    """``train`` with its duration and step milestones stretched by ``ratio`` (floored, in it)."""
+    base = to_iterations(train.duration, per_epoch)
+    total = int(base * ratio)
+    milestones = tuple(f"{to_iterations(m, per_epoch) * total // base}it" for m in train.milestones)
+    return dataclasses.replace(train, duration=f"{total}it", milestones=milestones)
+
+
+def same_budget(budgets: list[Budget]) -> list[list[int]]:
+    """Indices of the members sharing one training schedule, in first-seen order: replicas train
+    side by side only with equal schedules (scratch_b under global scope may differ)."""
+    groups: dict[TrainConfig, list[int]] = defaultdict(list)
+    for i, budget in enumerate(budgets):
+        groups[budget.train].append(i)
+    return list(groups.values())
