@@ -199,7 +199,7 @@ class _Level:
     next_mask: Mapping[str, torch.Tensor] | None
 
 
-def _alive_at_both(before: MaskLike, after: MaskLike) -> MaskLike:
+def alive_at_both(before: MaskLike, after: MaskLike) -> MaskLike:
     """Weights both masks keep: S2 compares only weights that trained at both levels, so the
     weights a Drop Pruning step revived (pruned, hence 0, at L−1) are left out."""
     if isinstance(after, Mapping):
@@ -223,7 +223,7 @@ def _layer_row(level: int, at: _Level, layer: str | None) -> dict[str, Any]:
     s2: dict[str, float] = {}
     persistence = NAN
     if at.prev_mask is not None and at.prev_final is not None:
-        both = _alive_at_both(pick(at.prev_mask), mask)  # = mask for nested (IMP) runs
+        both = alive_at_both(pick(at.prev_mask), mask)  # = mask for nested (IMP) runs
         s2 = cross_level(pick(at.prev_final), pick(at.final), both)
         persistence = mask_persistence(pick(at.prev_mask), mask)
     row.update({col: s2.get(col, NAN) for col in S2_COLUMNS})

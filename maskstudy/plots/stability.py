@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from maskstudy.analysis.overlap import RunLike
+from maskstudy.analysis.stability import alive_at_both
 from maskstudy.errors import ConfigError
 from maskstudy.plots.bands import mean_band
 from maskstudy.plots.style import (
@@ -75,13 +76,14 @@ def stability_vs_level(
 
 
 def _kept_pairs(run: RunLike, level: int, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(θ_T at level − 1, θ_T at level) of the weights level ``level``'s mask keeps."""
+    """(θ_T at level − 1, θ_T at level) of the weights both levels' masks keep (level
+    ``level``'s mask when masks are nested; random_mask and Drop Pruning masks are not)."""
     if level < 1 or level not in run.levels or level - 1 not in run.levels:
         raise ConfigError(
             f"run {config_columns(run)['run_id']} needs levels {level - 1} and {level} for a "
             f"level-{level} scatter; its levels: {run.levels}"
         )
-    mask = run.mask(level)
+    mask = alive_at_both(run.mask(level - 1), run.mask(level))
     if layer is not None and layer not in mask:
         raise ConfigError(f"layer {layer!r} is not in the mask; its layers: {', '.join(mask)}")
     before, after = run.weights(level - 1), run.weights(level)
@@ -99,7 +101,7 @@ def weight_scatter(
     seed: int = 0,
 ) -> Figure:
     """P7 scatter: per run, the trained weights θ_T^{t} (x, level ``level`` − 1) against
-    θ_T^{t+1} (y, level ``level``) of every weight the level-``level`` mask keeps, in ``layer``
+    θ_T^{t+1} (y, level ``level``) of every weight both levels keep, in ``layer``
     or all masked layers. At most ``max_points`` points per panel (a fixed random subset);
     r is Pearson's over all kept weights, as in ``stability_table``."""
     if not runs:
