@@ -439,3 +439,16 @@ def test_draw_figures_skips_with_reasons(sweep_runs, tmp_path):
         draw_figures(one_seed, tmp_path, formats=("jpeg",))
     with pytest.raises(ConfigError, match="p1_accuracy"):
         draw_figures(one_seed, tmp_path, names=("p9",))
+
+
+def test_every_declared_method_draws_with_its_own_colour_and_style():
+    import matplotlib.pyplot as plt
+
+    from maskstudy.plots.style import CRITERIA, REGIMES, method_line
+
+    fig, ax = plt.subplots()
+    lines = [method_line(ax, [1, 2], [0.5, 0.6], c, r) for c in CRITERIA for r in REGIMES]
+    plt.close(fig)
+    assert len(lines) == len(CRITERIA) * len(REGIMES)  # dash tuples included (scratch_e/_b)
+    assert len({str(regime_linestyle(r)) for r in REGIMES}) == len(REGIMES)
+    assert len({criterion_color(c) for c in CRITERIA}) == len(CRITERIA)

@@ -88,7 +88,7 @@ def criterion_color(criterion: str) -> tuple[float, float, float]:
     return _PALETTE[len(CRITERIA) + sum(map(ord, criterion)) % (len(_PALETTE) - len(CRITERIA))]
 
 
-def regime_linestyle(regime: str) -> str:
+def regime_linestyle(regime: str) -> str | tuple[int, tuple[int, ...]]:
     return _LINESTYLES.get(regime, "-")
 
 
@@ -187,7 +187,7 @@ def method_line(
     (line,) = ax.plot(
         x,
         y,
-        regime_linestyle(regime),
+        ls=regime_linestyle(regime),
         color=color,
         marker=marker,
         ms=2.5,
