@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.plots.figures import FIGURES, Tables
 from maskstudy.pruning import kernel_select, prune, window_select
 from maskstudy.pruning.gradual import GradualPruner, gradual_mask
 from maskstudy.pruning.schedules import GradualSchedule, geometric_density, ramp_density
@@ -273,3 +274,15 @@ def test_attack_accuracies_join_the_level_metrics(gradual_runs):
 def test_gradual_end_after_training_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="after the end of training"):
         run(gradual_cfg(**{"prune.gradual_end": "30it"}), tmp_path, progress=False)
+
+
+def test_figures_of_gradual_runs_treat_level_0_as_pruned(gradual_runs, tmp_path):
+    from maskstudy.plots import draw_figures
+
+    report = draw_figures(gradual_runs, tmp_path, formats=("png",))
+    assert "p6_dead_conv_units" in report.drawn  # level 0 of a gradual run is already pruned
+    assert "p1_accuracy" in report.drawn
+    assert "p7_stability" in report.skipped  # one level: nothing to compare across levels
+    fig = FIGURES["p1_accuracy"](Tables(list(gradual_runs), None))
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "dense" not in labels  # level 0 is not a dense network here

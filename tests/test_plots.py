@@ -305,6 +305,7 @@ def test_dead_units_pool_layers_against_pooled_chance():
                     "level": level, "layer": layer, "unit": "kernel", "groups": groups,
                     "dead": dead[seed][layer] if level == 1 else 0,
                     "log10_expected": np.log10(chance) if level else -np.inf,
+                    "density": 0.5**level,
                 })  # fmt: skip
     fig = dead_units_vs_level(pd.DataFrame(rows), units=("kernel",))
     top, bottom = fig.axes

@@ -34,7 +34,8 @@ def accuracy_vs_remaining(
     """P1 over a tidy (run, level) frame (``runs_frame``): ``metric`` vs ``percent_remaining``.
 
     ``band``: 'ci' (95 % bootstrap CI of the mean over seeds), 'minmax' or 'none'. The dense
-    line is the mean of ``metric`` at level 0 (every method shares the dense network).
+    line is the mean of ``metric`` at level 0 (every method shares the dense network) over the
+    runs whose level 0 is dense (a gradual run prunes during level 0).
     """
     need_columns(
         frame,
@@ -54,7 +55,7 @@ def accuracy_vs_remaining(
         g = g.sort_values("level")
         spread = None if band == "none" else (scale * g["lo"], scale * g["hi"])
         method_line(ax, g["x"], scale * g["mean"], criterion, regime, spread)
-    dense = frame.loc[frame["level"] == 0, metric].dropna()
+    dense = frame.loc[(frame["level"] == 0) & (frame["percent_remaining"] == 100), metric].dropna()
     if len(dense):
         ax.axhline(scale * dense.mean(), **DENSE, label="dense", zorder=1)
     ax.set_xscale("log")

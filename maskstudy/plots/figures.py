@@ -318,7 +318,7 @@ def draw_figures(
     for name, suffix, title, t in plan:
         try:
             fig = FIGURES[name](t)
-        except Unsupported as why:
+        except (Unsupported, ConfigError) as why:  # the runs lack what the figure needs
             report.skipped[name + suffix] = str(why)
             continue
         if title:  # name the group on the figure too, before its own title

@@ -141,7 +141,7 @@ def dead_units_vs_level(
     """
     need_columns(
         structure,
-        ["run_id", "criterion", "regime", "level", "layer", "unit", "dead", "groups"],
+        ["run_id", "criterion", "regime", "level", "layer", "unit", "dead", "groups", "density"],
         "pass structure_table(runs)",
     )
     present = [u for u in units if u in set(structure["unit"])]
@@ -155,9 +155,9 @@ def dead_units_vs_level(
             f"layer {layer!r} is not in the table; its layers: "
             f"{', '.join(dict.fromkeys(structure['layer']))}"
         )
-    pooled = _pooled(structure[structure["unit"].isin(present)], layer)
-    pooled = pooled[pooled["level"] > 0]
-    need_rows(pooled, "no pruned level (level > 0) in the table")
+    pruned = structure[structure["unit"].isin(present) & (structure["density"] < 1)]
+    pooled = _pooled(pruned, layer)
+    need_rows(pooled, "no pruned level (density < 1) in the table")
     apply_style()
     means = (
         pooled.groupby(["criterion", "regime", "unit", "level"])
