@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.models import build
 from maskstudy.plots.figures import FIGURES, Tables
 from maskstudy.pruning import kernel_select, prune, window_select
 from maskstudy.pruning.gradual import GradualPruner, gradual_mask
@@ -286,3 +287,14 @@ def test_figures_of_gradual_runs_treat_level_0_as_pruned(gradual_runs, tmp_path)
     fig = FIGURES["p1_accuracy"](Tables(list(gradual_runs), None))
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "dense" not in labels  # level 0 is not a dense network here
+
+
+def test_a_gradual_level_records_the_flops_of_its_frozen_mask(gradual_runs):
+    from maskstudy.models.flops import layer_flops
+
+    for r in gradual_runs:
+        row = r.metrics().iloc[0]
+        model = build("conv2", (1, 8, 8), 10, width=0.25)
+        macs = sum(x.macs for x in layer_flops(model, (1, 8, 8), r.mask(0)))
+        assert row["flops"] == macs < row["flops_dense"]
+        assert row["flops_ratio"] == pytest.approx(row["flops_dense"] / macs)

@@ -46,7 +46,7 @@ _LINESTYLES = {
     "finetune": ":",
     "random_mask": "-.",
     "scratch_e": (0, (5, 1, 1, 1, 1, 1)),
-    "scratch_b": (0, (1, 1)),
+    "scratch_b": (0, (8, 2, 2, 2)),
 }
 CHANCE = {"color": "0.3", "ls": (0, (4, 2)), "lw": 0.9}  # dashed grey, in every figure
 DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}

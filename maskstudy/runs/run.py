@@ -36,7 +36,7 @@ from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
 from maskstudy.runs.scoring import saliency_level
-from maskstudy.runs.scratch import level_budget, same_budget
+from maskstudy.runs.scratch import flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.runs.store import WEIGHT_FILES, Run, create_run, save_level, save_weights
@@ -199,6 +199,8 @@ def train_level(
         if level == 0 and k > 0:
             save_weights(m.store, "rewind", result.snapshot)
         metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | extra
+        if hook is not None:  # gradual: the cost of the frozen mask, not of the starting one
+            metrics |= flops_metrics(template, data, mask)
         fresh = start if level > 0 and m.cfg.regime in FRESH_REGIMES else None
         save_level(
             m.store,

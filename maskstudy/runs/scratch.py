@@ -39,19 +39,24 @@ class Budget:
 
 def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask: Mask) -> Budget:
     """The level's TrainConfig (scratch_b levels >= 1: scaled by the FLOPs ratio) and its FLOPs."""
-    rows = layer_flops(model, data.input_shape, mask)
-    flops, dense = sum(r.macs for r in rows), sum(r.dense for r in rows)
+    cost = flops_metrics(model, data, mask)
+    flops, dense = cost["flops"], cost["flops_dense"]
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
     train = cfg.train
     if cfg.regime == "scratch_b" and level > 0:
         train = scaled_train(train, per_epoch, budget_ratio(dense, flops, cfg.scratch_cap, level))
-    metrics = {
+    return Budget(train, {**cost, "train_iterations": to_iterations(train.duration, per_epoch)})
+
+
+def flops_metrics(model: nn.Module, data: Data, mask: Mask) -> dict[str, Any]:
+    """``flops`` (MACs of one input with ``mask``), ``flops_dense`` and their ratio."""
+    rows = layer_flops(model, data.input_shape, mask)
+    flops, dense = sum(r.macs for r in rows), sum(r.dense for r in rows)
+    return {
         "flops": flops,
         "flops_dense": dense,
         "flops_ratio": dense / flops if flops else float("inf"),
-        "train_iterations": to_iterations(train.duration, per_epoch),
     }
-    return Budget(train, metrics)
 
 
 def budget_ratio(dense: int, flops: int, cap: float, level: int) -> Fraction:
