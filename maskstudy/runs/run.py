@@ -36,7 +36,7 @@ from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
 from maskstudy.runs.scoring import saliency_level
-from maskstudy.runs.scratch import flops_metrics, level_budget, same_budget
+from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
 from maskstudy.runs.store import WEIGHT_FILES, Run, create_run, save_level, save_weights
@@ -131,7 +131,7 @@ def run_group(
     for level in range(cfg0.levels + 1):
         active = [m for m in members if level in m.todo]
         if active:
-            train_level(active, template, data, level, k, device, progress)
+            train_level(active, template, data, level, k, progress)
     return [m.store for m in members]
 
 
@@ -146,21 +146,42 @@ def train_level(
     data: Data,
     level: int,
     k: int,
-    device: str,
     progress: bool,
 ) -> None:
-    """Prune, set the starting weights of, train and save one level of every member together."""
-    cfg = members[0].cfg
+    """Prune every member once, then train and save them side by side; members whose training
+    schedules differ (scratch_b under global scope: unequal FLOPs ratios) train apart."""
     picked = [level_mask(m.store, m.cfg, template, level, m.layers, data) for m in members]
-    masks = [mask for mask, _ in picked]
     budgets = [
         level_budget(m.cfg, template, data, level, mask)
-        for m, mask in zip(members, masks, strict=True)
+        for m, (mask, _) in zip(members, picked, strict=True)
     ]
-    if len(groups := same_budget(budgets)) > 1:  # scratch_b: unequal FLOPs ratios train apart
-        for group in groups:
-            train_level([members[i] for i in group], template, data, level, k, device, progress)
-        return
+    for group in same_budget(budgets):
+        train_together(
+            [members[i] for i in group],
+            [picked[i] for i in group],
+            [budgets[i] for i in group],
+            template,
+            data,
+            level,
+            k,
+            progress,
+        )
+
+
+def train_together(
+    members: list[Member],
+    picked: list[tuple[Mask, dict]],
+    budgets: list[Budget],
+    template: nn.Module,
+    data: Data,
+    level: int,
+    k: int,
+    progress: bool,
+) -> None:
+    """Set the starting weights of, train and save one level of members sharing a schedule,
+    given their masks (with the metrics their criterion adds) and their common budget."""
+    cfg = members[0].cfg
+    masks = [mask for mask, _ in picked]
     starts = [
         starting_point(m.store, m.cfg, data, level, k, mask)
         for m, mask in zip(members, masks, strict=True)
@@ -198,9 +219,9 @@ def train_level(
     ):
         if level == 0 and k > 0:
             save_weights(m.store, "rewind", result.snapshot)
-        metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | extra
-        if hook is not None:  # gradual: the cost of the frozen mask, not of the starting one
-            metrics |= flops_metrics(template, data, mask)
+        cost = flops_metrics(template, data, mask)  # of the final mask (gradual: the frozen one)
+        metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | cost
+        metrics |= extra
         fresh = start if level > 0 and m.cfg.regime in FRESH_REGIMES else None
         save_level(
             m.store,

@@ -34,18 +34,18 @@ class Budget:
     """How one level trains (``train``) and its cost figures for the level's metrics."""
 
     train: TrainConfig
-    metrics: dict[str, Any]  # flops, flops_dense, flops_ratio, train_iterations
+    metrics: dict[str, Any]  # train_iterations (the FLOPs are recorded from the level's final mask)
 
 
 def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask: Mask) -> Budget:
-    """The level's TrainConfig (scratch_b levels >= 1: scaled by the FLOPs ratio) and its FLOPs."""
-    cost = flops_metrics(model, data, mask)
-    flops, dense = cost["flops"], cost["flops_dense"]
+    """The level's TrainConfig (scratch_b levels >= 1: scaled by the FLOPs ratio of ``mask``)."""
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
     train = cfg.train
     if cfg.regime == "scratch_b" and level > 0:
-        train = scaled_train(train, per_epoch, budget_ratio(dense, flops, cfg.scratch_cap, level))
-    return Budget(train, {**cost, "train_iterations": to_iterations(train.duration, per_epoch)})
+        cost = flops_metrics(model, data, mask)
+        ratio = budget_ratio(cost["flops_dense"], cost["flops"], cfg.scratch_cap, level)
+        train = scaled_train(train, per_epoch, ratio)
+    return Budget(train, {"train_iterations": to_iterations(train.duration, per_epoch)})
 
 
 def flops_metrics(model: nn.Module, data: Data, mask: Mask) -> dict[str, Any]:
