@@ -22,7 +22,6 @@ from maskstudy.errors import ConfigError, StoreError
 from maskstudy.eval.robust import attack_metrics
 from maskstudy.models import build
 from maskstudy.pruning import CRITERIA, prune
-from maskstudy.pruning.drop import revived_start
 from maskstudy.pruning.masks import (
     Mask,
     full_mask,
@@ -39,7 +38,14 @@ from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.steps import to_iterations
-from maskstudy.runs.store import WEIGHT_FILES, Run, create_run, save_level, save_weights
+from maskstudy.runs.store import (
+    WEIGHT_FILES,
+    Run,
+    create_run,
+    inherited_start,
+    save_level,
+    save_weights,
+)
 from maskstudy.train import Diverged, Single, Stacked, iterations_per_epoch, train_replicas
 
 
@@ -291,21 +297,15 @@ def shuffled_mask(mask: Mask, gen: torch.Generator) -> Mask:
 
 
 def starting_point(
-    store: Run, cfg: RunConfig, data: Data, level: int, k: int, mask: Mask | None = None
+    store: Run, cfg: RunConfig, data: Data, level: int, k: int, mask: Mask
 ) -> tuple[dict, int]:
     """The weights level ``level`` (trained with ``mask``) starts from, and its first step."""
-    if level == 0:
-        return store.weights(which="init"), 0
-    if cfg.regime == "finetune" and cfg.prune.drop_revive == "last":  # Drop Pruning revivals
-        now = mask if mask is not None else store.mask(level)
-        return revived_start(store.weights, store.mask, level, now), 0
-    if cfg.regime == "finetune":
-        return store.weights(level - 1), 0
-    if cfg.regime in FRESH_REGIMES:  # scratch_e / scratch_b draw from their own stream
+    if level > 0 and cfg.regime in FRESH_REGIMES:  # scratch_e / scratch_b: their own stream
         tag = "reinit" if cfg.regime == "reinit" else "scratch"
         fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, tag, level))
         return fresh.state_dict(), 0
-    return store.weights(which="rewind" if k > 0 else "init"), k  # rewind, random_mask
+    step = k if level > 0 and cfg.regime in ("rewind", "random_mask") else 0
+    return inherited_start(store, level, mask), step
 
 
 def level_metrics(level: int, mask: Mask, final: dict, start_step: int) -> dict:

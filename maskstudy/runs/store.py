@@ -152,16 +152,9 @@ class Run:
         """The unmasked weights level ``level`` started from (the mask is applied on top)."""
         if level is None:
             raise StoreError("weights(which='start') needs a level")
-        if level == 0:
-            return self.weights(which="init")
-        if self.config.regime in FRESH_REGIMES:  # fresh weights, stored with the level
+        if level > 0 and self.config.regime in FRESH_REGIMES:  # fresh weights, stored with it
             return self._level_tensors(level, START_FILE, "start")
-        if self.config.regime == "finetune" and self.config.prune.drop_revive == "last":
-            return revived_start(self.weights, self.mask, level, self.mask(level))
-        if self.config.regime == "finetune":
-            return self.weights(level - 1)
-        rewound = WEIGHT_FILES["rewind"] in self.info.get("files", {})  # θk exists iff k > 0
-        return self.weights(which="rewind" if rewound else "init")
+        return inherited_start(self, level, self.mask(level))
 
     def mask_updates(self, level: int) -> list[tuple[int, Mask]]:
         """(step, mask) of every mask update inside a gradual level's training; [] otherwise."""
@@ -227,6 +220,21 @@ def history_lines(path: Path) -> list[tuple[int, str]]:
             )
         out.append((level, line + "\n"))
     return out
+
+
+def inherited_start(run: Run, level: int, mask: Mask) -> dict[str, torch.Tensor]:
+    """The weights level ``level`` (pruned to ``mask``) starts from when its regime draws no
+    fresh ones: θ0 at level 0; finetune: level L−1's trained weights (Drop Pruning with
+    ``drop_revive = "last"``: revived weights at their last alive value); rewind and
+    random_mask: θk (θ0 when the run rewinds to 0it)."""
+    if level == 0:
+        return run.weights(which="init")
+    if run.config.regime == "finetune":
+        if run.config.prune.drop_revive == "last":
+            return revived_start(run.weights, run.mask, level, mask)
+        return run.weights(level - 1)
+    rewound = WEIGHT_FILES["rewind"] in run.info.get("files", {})  # θk exists iff k > 0
+    return run.weights(which="rewind" if rewound else "init")
 
 
 def open_run(path: str | Path) -> Run:
