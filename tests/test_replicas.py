@@ -70,6 +70,7 @@ def test_stacked_replicas_match_each_seed_trained_alone(model, shape, optimizer)
     net = Stacked(models[0], starts)
     stacked = train_replicas(net, data, cfg, masks=masks, seeds=[10, 11, 12], snapshot_step=4)
     for k, state in enumerate(net.states()):
+        assert all(t.is_contiguous() for t in state.values())  # as safetensors stores them
         alone = build(model, shape, 10, seed=0, width=0.5)
         alone.load_state_dict(starts[k])
         result = train(alone, data, cfg, mask=masks[k], seed=10 + k, snapshot_step=4)

@@ -11,9 +11,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 import maskstudy.train.loop as loop
-from maskstudy.data.base import Data, Split
+from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import TrainConfig
+from maskstudy.runs.seeds import generator
 from maskstudy.train import (
     Diverged,
     build_optimizer,
@@ -308,6 +309,19 @@ def test_batches_from_a_later_start_are_the_same_batches():
     tail = list(training_batches(data, 16, seed=3, start=6, stop=10))
     for (s1, x1, y1), (s2, x2, y2) in zip(full[6:], tail, strict=True):
         assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_replica_batches_are_each_seeds_own_batches():
+    data = indexed_data(50, augment=True)
+    per_epoch = iterations_per_epoch(50, 16)
+    seeds = (3, 5)
+    for step, x, y in loop.replica_batches(data, 16, seeds, start=2, stop=9):
+        for k, seed in enumerate(seeds):
+            epoch, j = divmod(step, per_epoch)
+            index = loop.epoch_order(50, seed, epoch)[j * 16 : (j + 1) * 16]
+            crop = generator(seed, "augment", step)
+            assert torch.equal(x[k], random_crop_flip(data.train.x[index], crop))
+            assert torch.equal(y[k], data.train.y[index])
 
 
 def test_augmentation_only_when_the_data_asks_for_it():

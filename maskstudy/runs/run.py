@@ -46,7 +46,7 @@ from maskstudy.runs.store import (
     save_level,
     save_weights,
 )
-from maskstudy.train import Diverged, Single, Stacked, iterations_per_epoch, train_replicas
+from maskstudy.train import Diverged, iterations_per_epoch, replica_net, train_replicas
 
 
 def run(
@@ -193,11 +193,7 @@ def train_together(
         for m, mask in zip(members, masks, strict=True)
     ]
     start_step = starts[0][1]
-    if len(members) == 1:
-        template.load_state_dict(starts[0][0])
-        net = Single(template)
-    else:
-        net = Stacked(template, [state for state, _ in starts])
+    net = replica_net(template, [state for state, _ in starts])
     label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
     seeds = [m.cfg.seed for m in members]
     hook = gradual_hook(cfg, data, masks, seeds)  # prune.schedule = 'gradual': in-training pruning

@@ -11,7 +11,7 @@ from maskstudy.train.loop import (
     training_batches,
 )
 from maskstudy.train.optim import build_optimizer, lr_factor
-from maskstudy.train.replicas import Single, Stacked
+from maskstudy.train.replicas import Single, Stacked, replica_net
 
 __all__ = [
     "Diverged",
@@ -23,6 +23,7 @@ __all__ = [
     "evaluate_replicas",
     "iterations_per_epoch",
     "lr_factor",
+    "replica_net",
     "train",
     "train_replicas",
     "training_batches",

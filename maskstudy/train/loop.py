@@ -72,38 +72,53 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator(seed, "order", epoch))
 
 
-def training_batches(
-    data: Data, batch_size: int, seed: int, start: int, stop: int
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """``(step, x, y)`` for absolute steps ``start..stop-1``: index slices of the device tensors."""
-    per_epoch = iterations_per_epoch(len(data.train), batch_size)
+def batch_indices(
+    n: int, batch_size: int, seed: int, start: int, stop: int, device: torch.device
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(step, indices of that step's batch)`` for absolute steps ``start..stop-1``."""
+    per_epoch = iterations_per_epoch(n, batch_size)
     order, epoch = None, -1
     for step in range(start, stop):
         e, j = divmod(step, per_epoch)
         if e != epoch:
-            order, epoch = epoch_order(len(data.train), seed, e).to(data.device), e
-        index = order[j * batch_size : (j + 1) * batch_size]
-        x, y = data.train.x[index], data.train.y[index]
-        if data.augment:
-            x = random_crop_flip(x, generator(seed, "augment", step))
-        yield step, x, y
+            order, epoch = epoch_order(n, seed, e).to(device), e
+        yield step, order[j * batch_size : (j + 1) * batch_size]
 
 
 def replica_batches(
     data: Data, batch_size: int, seeds: Sequence[int], start: int, stop: int
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """``(step, x, y)`` with a leading replica dimension: replica k sees the batches of ``seeds[k]``."""
-    streams = [training_batches(data, batch_size, seed, start, stop) for seed in seeds]
-    for batches in zip(*streams, strict=True):
-        step = batches[0][0]
-        if len(batches) == 1:
-            yield step, batches[0][1].unsqueeze(0), batches[0][2].unsqueeze(0)
-        else:
-            yield step, torch.stack([b[1] for b in batches]), torch.stack([b[2] for b in batches])
+    """``(step, x, y)`` with a leading replica dimension: replica k sees the batches of ``seeds[k]``.
+
+    Every replica's batch comes from one gather of the device tensors, not K.
+    """
+    streams = [
+        batch_indices(len(data.train), batch_size, seed, start, stop, data.device) for seed in seeds
+    ]
+    for pairs in zip(*streams, strict=True):
+        step, index = pairs[0][0], torch.stack([i for _, i in pairs])
+        x = data.train.x.index_select(0, index.flatten()).view(*index.shape, *data.input_shape)
+        if data.augment:
+            crops = [generator(seed, "augment", step) for seed in seeds]
+            x = torch.stack([random_crop_flip(xk, g) for xk, g in zip(x, crops, strict=True)])
+        yield step, x, data.train.y[index]
+
+
+def training_batches(
+    data: Data, batch_size: int, seed: int, start: int, stop: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(step, x, y)`` for absolute steps ``start..stop-1``: index slices of the device tensors."""
+    for step, x, y in replica_batches(data, batch_size, [seed], start, stop):
+        yield step, x[0], y[0]
 
 
 class _MaskKeeper:
-    """Keeps pruned weights exactly zero: masks their gradients and re-zeroes them after a step."""
+    """Keeps pruned weights exactly zero by masking their gradients.
+
+    A pruned weight starts at zero with zero optimizer state (``net.masked``, ``replace_``); with
+    a zero gradient, SGD (momentum, weight decay) and Adam move it by exactly 0, so the weights
+    need no re-masking after a step.
+    """
 
     def __init__(self, net: Net, masks: Sequence[Mask]) -> None:
         self.net, self.names = net, list(masks[0]) if masks else []
@@ -133,11 +148,6 @@ class _MaskKeeper:
         ]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [f for _, f in pairs])
-
-    @torch.no_grad()
-    def mask_weights_(self) -> None:
-        if self.params:
-            torch._foreach_mul_(self.params, self.factors)
 
 
 def replica_losses(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -259,7 +269,6 @@ def train_replicas(
             losses.sum().backward()
             keeper.mask_grads_()
             optimizer.step()
-            keeper.mask_weights_()
             if update_masks is not None:
                 new_masks = update_masks(step + 1, keeper.weights())
                 if new_masks is not None:

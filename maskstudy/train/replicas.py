@@ -70,7 +70,7 @@ class Stacked:
         self.size = len(states)
         self.base = copy.deepcopy(template).to("meta")
         self.params = {
-            name: torch.stack([s[name] for s in states]).to(device).requires_grad_()
+            name: _stack([s[name] for s in states], device).requires_grad_()
             for name, _ in template.named_parameters()
         }
         self.buffers = {
@@ -109,7 +109,10 @@ class Stacked:
         for k, m in enumerate(masks):
             check_mask(m, {n: self.params[n][k] for n in names})
         params = [self.params[n] for n in names]
-        factors = [torch.stack([m[n] for m in masks]).to(self.params[n]) for n in names]
+        factors = [
+            torch.empty_like(self.params[n]).copy_(torch.stack([m[n] for m in masks]))
+            for n in names
+        ]  # laid out like the parameters, as their gradients are
         if params:
             torch._foreach_mul_(params, factors)
         return params, factors
@@ -117,9 +120,28 @@ class Stacked:
     def states(self) -> list[State]:
         tensors = {**self.params, **self.buffers}
         return [
-            {name: tensors[name][k].detach().clone() for name in self._keys}
+            {
+                name: tensors[name][k].detach().clone(memory_format=torch.contiguous_format)
+                for name in self._keys
+            }
             for k in range(self.size)
         ]
 
 
+def _stack(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
+    """Stack replicas' tensors; matrices are kept transposed in memory (each replica's ``W.T``
+    contiguous), the layout in which vmap's batched matmul returns the weight gradient, so
+    autograd stores it without a transposing copy (the slowest op of a stacked MLP step)."""
+    stacked = torch.stack(list(tensors)).to(device)
+    return stacked.mT.contiguous().mT if stacked.dim() == 3 else stacked
+
+
 Net = Single | Stacked
+
+
+def replica_net(template: nn.Module, states: Sequence[Mapping[str, Tensor]]) -> Net:
+    """``template`` itself loaded with the one state (the plain, exact path), or ``Stacked``."""
+    if len(states) == 1:
+        template.load_state_dict(states[0])
+        return Single(template)
+    return Stacked(template, states)
