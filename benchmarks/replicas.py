@@ -1,15 +1,22 @@
-"""K seeds of LeNet-300-100 on MNIST (or digits) trained side by side (stacked) vs one after another.
+"""K seeds of LeNet-300-100 (or another model) on MNIST (or digits) trained side by side (stacked)
+vs one after another.
 
 Both ways run the same ``maskstudy.train`` loop in this process, from the same K initial weights
 and 80 %-pruned masks, with Adam 1.2e-3, batch 60 and one evaluation at the end; the ratio is
-sequential time / stacked time (throughput gain).
+sequential time / stacked time (throughput gain). A group of one is the plain module, as in runs,
+so K = 1 measures that grouping costs nothing.
 
-    python benchmarks/replicas.py [--data ../shared/data] [--dataset mnist|digits] [--steps 300] [--ks 1 8 32] [--device cpu]
+    python benchmarks/replicas.py [--data ../shared/data] [--dataset mnist|digits] [--steps 300]
+        [--ks 1 8 32] [--device cpu] [--model lenet300_100 --width 1]
+
+The default grouping of sweeps (maskstudy/runs/executors.py) follows these ratios: e.g.
+``--model lenet5 --ks 8`` shows why convnets are not stacked on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -19,20 +26,20 @@ from maskstudy.data import load
 from maskstudy.models import build
 from maskstudy.pruning import full_mask, prune
 from maskstudy.runs.config import TrainConfig
-from maskstudy.train import Stacked, train, train_replicas
+from maskstudy.train import replica_net, train, train_replicas
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def setup(k: int, data, device: str):
+def setup(k: int, data, device: str, model: str, width: float):
+    """K models (seeds 0..K-1) and their 80 %-pruned magnitude masks."""
     models = [
-        build("lenet300_100", data.input_shape, data.num_classes, seed=s, init="glorot_normal").to(
-            device
-        )
+        build(model, data.input_shape, data.num_classes, seed=s, init="glorot_normal", width=width)
         for s in range(k)
     ]
     masks = []
     for m in models:
+        m.to(device)
         weights = {n: p.detach() for n, p in m.named_parameters() if n in full_mask(m)}
         masks.append(prune(weights, None, "magnitude", 0.8))
     return models, masks
@@ -51,11 +58,12 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - began
 
 
-def compare(k: int, data, cfg: TrainConfig, device: str) -> tuple[float, float]:
+def compare(k: int, data, cfg: TrainConfig, args: argparse.Namespace) -> tuple[float, float]:
     """Seconds for K seeds one after another, and side by side, from the same starting point."""
-    models, masks = setup(k, data, device)
+    device = args.device
+    models, masks = setup(k, data, device, args.model, args.width)
     starts = [{n: t.clone() for n, t in m.state_dict().items()} for m in models]
-    net = Stacked(models[0], starts)
+    net = replica_net(copy.deepcopy(models[0]), starts)  # K = 1: the plain module, as in runs
 
     def one_after_another() -> None:
         for seed, (model, mask) in enumerate(zip(models, masks, strict=True)):
@@ -78,6 +86,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps per replica")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="lenet300_100", help="any name of maskstudy.models")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the model")
     args = parser.parse_args()
     data = load(args.dataset, args.data, device=args.device)
     cfg = TrainConfig(
@@ -88,12 +98,12 @@ def main() -> None:
         eval_every=f"{args.steps}it",
     )
     print(
-        f"LeNet-300-100 on {args.dataset}, {args.steps} steps per seed, batch 60, 20 % of weights kept; torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads"
+        f"{args.model} (width {args.width:g}) on {args.dataset}, {args.steps} steps per seed, batch 60, 20 % of weights kept; torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads"
     )
     print(f"{'K':>4} {'one after another':>18} {'side by side':>14} {'ratio':>7}")
-    compare(2, data, cfg, args.device)  # warm-up: allocator, kernels, vmap tracing
+    compare(2, data, cfg, args)  # warm-up: allocator, kernels, vmap tracing
     for k in args.ks:
-        alone, stacked = compare(k, data, cfg, args.device)
+        alone, stacked = compare(k, data, cfg, args)
         print(f"{k:>4} {alone:>16.2f} s {stacked:>12.2f} s {alone / stacked:>6.2f}x")
 
 

@@ -15,7 +15,7 @@ import torch
 from maskstudy import open_sweep
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
-from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep
+from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep, runs_on_gpu
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
 
@@ -118,8 +118,25 @@ def test_plan_groups_seeds_into_replica_tasks():
     assert [len(t) for t in plan_tasks(spec.configs, replicas=1)] == [1] * 10
     big = parse_sweep(sweep_text('[grid]\n"model.name" = ["vgg11"]\n'))
     assert [len(t) for t in plan_tasks(big.configs)] == [1, 1]
+    assert [len(t) for t in plan_tasks(big.configs, gpu=True)] == [1, 1]
+    conv = parse_sweep(sweep_text('[grid]\n"model.name" = ["lenet5"]\n', seeds="[0, 1, 2]"))
+    assert [len(t) for t in plan_tasks(conv.configs)] == [1, 1, 1]  # slower stacked on CPU
+    assert [len(t) for t in plan_tasks(conv.configs, gpu=True)] == [3]
     with pytest.raises(ConfigError, match="replicas = 0"):
         plan_tasks(spec.configs, replicas=0)
+
+
+def test_the_device_of_the_tasks_decides_the_default_grouping(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not runs_on_gpu("local", None, {})
+    assert runs_on_gpu("local", "cuda:1", {}) and not runs_on_gpu(
+        "slurm", "cpu", {"gpus_per_node": 1}
+    )
+    assert runs_on_gpu("slurm", None, {"gpus_per_node": 1, "timeout_min": 60})
+    assert runs_on_gpu("slurm", None, {"slurm_gres": "gpu:2"})
+    assert not runs_on_gpu("slurm", None, {"gpus_per_node": 0, "cpus_per_task": 8})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runs_on_gpu("local", None, {}) and not runs_on_gpu("local", "cpu", {})
 
 
 def test_runs_spread_over_every_visible_gpu(monkeypatch):
