@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from maskstudy.runs.discover import open_runs
 from maskstudy.runs.imports import from_pruned_model, open_openlth
+from maskstudy.runs.run import branch
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
 
@@ -11,6 +12,7 @@ __all__ = [
     "open_run",
     "open_sweep",
     "open_runs",
+    "branch",
     "open_openlth",
     "from_pruned_model",
     "__version__",

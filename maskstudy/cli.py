@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from maskstudy.errors import ConfigError, MaskstudyError
+from maskstudy.runs.config import BRANCH_KINDS
 
 
 def _key_values(items: Sequence[str] | None, flag: str, example: str) -> dict:
@@ -40,6 +41,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = get_preset(args.preset).replace(_overrides(args))
     result = run(cfg, args.out, data_root=args.data, device=args.device, progress=not args.quiet)
+    table = result.metrics()[["level", "percent_remaining", "test_acc"]]
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"run directory: {result.path}")
+    return 0
+
+
+def cmd_branch(args: argparse.Namespace) -> int:
+    from maskstudy.runs.run import branch
+
+    result = branch(
+        args.parent,
+        args.kind,
+        levels=args.levels,
+        level=args.level,
+        seed=args.seed,
+        overrides=_key_values(args.set, "--set", "train.lr=0.01"),
+        out=args.out,
+        data_root=args.data,
+        device=args.device,
+        progress=not args.quiet,
+    )
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"run directory: {result.path}")
@@ -201,14 +223,17 @@ def cmd_lmc(args: argparse.Namespace) -> int:
         points=args.points,
         device=args.device,
         progress=not args.quiet,
+        rewind_to=args.rewind_to,
     )
-    name = f"lmc_level{args.level:02d}_seeds{args.seeds[0]}-{args.seeds[1]}.csv"
+    at_k = f"_k{result.start_step}" if args.rewind_to else ""
+    name = f"lmc_level{args.level:02d}{at_k}_seeds{args.seeds[0]}-{args.seeds[1]}.csv"
     out = Path(args.out) if args.out else run.path / "analysis" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     result.curve.to_csv(out, index=False)
     verdict = "stable" if result.stable else "unstable"
     print(
-        f"level {args.level}: error barrier {100 * result.barrier_test:.2f} points (test), "
+        f"level {args.level} from step {result.start_step}: error barrier "
+        f"{100 * result.barrier_test:.2f} points (test), "
         f"{100 * result.barrier_train:.2f} (train): {verdict} (threshold 2 points)\n"
         f"curve: {out}"
     )
@@ -235,6 +260,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser(
+        "branch", help="train a run's stored masks under another kind (the papers' controls)"
+    )
+    b.add_argument("parent", help="the parent run directory, whose masks the branch trains")
+    b.add_argument(
+        "--kind",
+        required=True,
+        choices=BRANCH_KINDS,
+        help="reinit | random_mask | shuffle | rewind | scratch_e | scratch_b | finetune | "
+        "lr_rewind (docs/methods.md, Branches)",
+    )
+    which = b.add_mutually_exclusive_group()
+    which.add_argument("--levels", type=int, help="the parent's levels 1..L (default: all done)")
+    which.add_argument("--level", type=int, help="only the parent's level L")
+    b.add_argument(
+        "--seed", type=int, help="seed of the fresh init and data order (default: the parent's)"
+    )
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a train.*, data.* or rewind_to field, e.g. rewind_to=500it (repeatable)",
+    )
+    b.add_argument(
+        "--out", help="where the branch goes (default: the directory holding the parent)"
+    )
+    b.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_branch)
 
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
     d.add_argument("--out", default="demo", help="output directory (default: demo/)")
@@ -298,11 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--seeds", type=int, nargs=2, default=[1, 2], help="data-order seeds of the two copies"
     )
+    m.add_argument(
+        "--rewind-to",
+        metavar="K",
+        help="level 0 only: step k the two dense copies start from, e.g. 500it or 2ep (default: "
+        "the run's rewind_to; a θk the run did not store is replayed from θ0)",
+    )
     m.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
     m.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
     m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     m.add_argument(
-        "--out", help="CSV of the curve (default: RUN/analysis/lmc_levelLL_seedsA-B.csv)"
+        "--out",
+        help="CSV of the curve (default: RUN/analysis/lmc_levelLL_seedsA-B.csv, with _kK "
+        "after LL when --rewind-to is given)",
     )
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_lmc)

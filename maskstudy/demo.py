@@ -1,8 +1,9 @@
 """The demo: a small pruning sweep on scikit-learn's digits (no files needed), analysed and drawn.
 
 An MLP (LeNet-300-100) and a small conv net (Conv-2 at quarter width), two criteria × three
-regimes × two seeds, then the overlap / structure / stability tables and every paper figure the
-sweep supports.
+regimes × two seeds, the lottery-ticket control (a ``reinit`` branch of each magnitude · rewind
+run: its masks from a fresh init), then the overlap / structure / stability tables and every
+paper figure the sweep supports.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ seeds = [0, 1]
 
 [grid]
 "prune.criterion" = ["magnitude", "random"]
-regime = ["rewind", "reinit", "finetune"]
+regime = ["rewind", "reinit_prune", "finetune"]
+
+[branches]
+kinds = ["reinit"]
+of = {{ regime = "rewind", "prune.criterion" = "magnitude" }}
 """
 
 

@@ -8,11 +8,16 @@ from maskstudy.demo import demo
 def test_demo_writes_results_tables_and_figures(tmp_path):
     out, report = demo(tmp_path / "demo", levels=1, epochs=1, progress=False)
     frame = pd.read_csv(out / "results.csv")
-    # 2 models x 2 criteria x 3 regimes x 2 seeds, levels 0 and 1
-    assert len(frame) == 48
-    assert set(frame["regime"]) == {"rewind", "reinit", "finetune"}
+    # 2 models x 2 criteria x 3 regimes x 2 seeds, levels 0 and 1; a reinit branch of each
+    # magnitude · rewind run (2 models x 2 seeds), level 1 only
+    assert len(frame) == 48 + 4
+    assert set(frame["regime"]) == {"rewind", "reinit_prune", "finetune", "reinit"}
     assert set(frame["model"]) == {"lenet300_100", "conv2"}
-    assert frame.groupby("run_id")["level"].apply(lambda levels: sorted(levels) == [0, 1]).all()
+    runs, branches = frame[frame["branch"].isna()], frame[frame["branch"] == "reinit"]
+    assert runs.groupby("run_id")["level"].apply(lambda levels: sorted(levels) == [0, 1]).all()
+    assert len(branches) == 4 and set(branches["level"]) == {1}
+    parents = frame.set_index("run_id").loc[branches["parent"]]
+    assert (parents["regime"] == "rewind").all() and (parents["criterion"] == "magnitude").all()
     assert frame["test_acc"].min() > 0.3  # one epoch on 10 classes: far above chance (0.1)
     assert (out / "runs" / "sweep.toml").exists()
     assert (out / "analysis" / "overlap.csv").stat().st_size > 0

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskstudy.analysis import lmc
 from maskstudy.analysis.lmc import (
     STABLE_BARRIER,
     error_barrier,
@@ -16,12 +17,13 @@ from maskstudy.analysis.lmc import (
     interpolation_errors,
     lmc_probe,
 )
+from maskstudy.cli import main
 from maskstudy.data import from_config
 from maskstudy.data.base import Split
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from maskstudy.runs.run import build_model, run
-from maskstudy.train import evaluate, train
+from maskstudy.train import evaluate, train, train_replicas
 
 
 def bn_net(seed: int) -> nn.Module:
@@ -115,19 +117,46 @@ def test_interpolation_rejects_bad_arguments(split):
 
 
 # --- the probe on a stored run --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def rewound(tmp_path_factory):
-    cfg = RunConfig(
+def tiny_config(**fields) -> RunConfig:
+    return RunConfig(
         data=DataConfig(name="synthetic", synthetic_shape=(1, 8, 8), synthetic_size=256),
         model=ModelConfig(name="lenet300_100", width=0.2),
         train=TrainConfig(
             optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, duration="16it", eval_every="8it"
         ),
         prune=PruneConfig(amount=0.2, layer_amounts={"output": 0.1}),
-        rewind_to="4it",
-        levels=2,
+        **{"rewind_to": "4it", "levels": 2, **fields},
     )
-    return run(cfg, tmp_path_factory.mktemp("runs"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def rewound(tmp_path_factory):
+    return run(tiny_config(), tmp_path_factory.mktemp("runs"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def dense_only(tmp_path_factory):
+    """The same dense training as ``rewound``'s level 0, but rewinding to 0it: no θk stored."""
+    return run(
+        tiny_config(rewind_to="0it", levels=0), tmp_path_factory.mktemp("runs"), progress=False
+    )
+
+
+@pytest.fixture
+def copies(monkeypatch) -> list[dict]:
+    """What the probe hands train_replicas: the copies' starting states, start step, masks."""
+    calls = []
+
+    def record(net, data, cfg, **kwargs):
+        calls.append({"states": net.states(), **kwargs})
+        return train_replicas(net, data, cfg, **kwargs)
+
+    monkeypatch.setattr(lmc, "train_replicas", record)
+    return calls
+
+
+def equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_probe_trains_two_masked_copies_from_the_level_start(rewound):
@@ -171,3 +200,77 @@ def test_probe_rejects_bad_levels_and_seeds(rewound):
         lmc_probe(rewound, 1, seeds=(3, 3))
     with pytest.raises(ConfigError, match="two different integers"):
         lmc_probe(rewound, 1, seeds=(1, 2, 3))
+
+
+# --- level 0: the dense network from θk ------------------------------------------------------
+def path_errors(model: nn.Module, w1: dict, w2: dict, split: Split) -> np.ndarray:
+    """Errors along the path at 30 α, from a plain forward pass of the whole split."""
+    errors = []
+    for alpha in np.linspace(0, 1, 30):
+        model.load_state_dict({k: alpha * w1[k] + (1 - alpha) * w2[k] for k in w1})
+        model.eval()
+        with torch.no_grad():
+            errors.append((model(split.x).argmax(1) != split.y).double().mean().item())
+    return np.array(errors)
+
+
+def test_level_0_copies_start_from_theta_k_at_step_k(rewound, copies):
+    theta_k, theta0 = rewound.weights(which="rewind"), rewound.weights(which="init")
+    assert not equal(theta_k, theta0)
+    result = lmc_probe(rewound, 0, seeds=(1, 2))
+    (call,) = copies
+    assert call["start_step"] == result.start_step == 4
+    assert all(equal(state, theta_k) for state in call["states"])
+    assert all(m.all() for mask in call["masks"] for m in mask.values())  # dense: all ones
+    assert call["seeds"] == [1, 2]
+    w1, w2 = result.weights
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) > 1e-3  # different SGD noise
+    # copy 1 alone: θk trained from step 4 to the end on data order 1
+    data = from_config(rewound.config.data)
+    model = build_model(rewound.config, data, seed=0)
+    model.load_state_dict(theta_k)
+    train(model, data, rewound.config.train, seed=1, start_step=4)
+    assert max((model.state_dict()[k] - w1[k]).abs().max().item() for k in w1) < 1e-4
+    # the barriers, recomputed from the two end points
+    for name, split in (("test", data.test), ("train", data.train)):
+        errors = path_errors(model, w1, w2, split)
+        barrier = errors.max() - (errors[0] + errors[-1]) / 2
+        assert getattr(result, f"barrier_{name}") == pytest.approx(barrier, abs=1e-12)
+        curve = result.curve[result.curve.split == name]
+        assert curve.error.to_numpy() == pytest.approx(errors, abs=1e-12)
+
+
+def test_level_0_at_k_0_starts_from_theta0(rewound, copies):
+    result = lmc_probe(rewound, 0, rewind_to="0it", points=3)
+    assert copies[0]["start_step"] == result.start_step == 0
+    assert all(equal(state, rewound.weights(which="init")) for state in copies[0]["states"])
+
+
+def test_an_unstored_theta_k_is_replayed_exactly(rewound, dense_only, copies):
+    """dense_only trains level 0 like rewound but stores no θk: the probe retrains θ0 to
+    step 4 on the run's data order and must land on the θk rewound stored."""
+    assert "rewind.safetensors" not in dense_only.info["files"]
+    result = lmc_probe(dense_only, 0, rewind_to="4it", points=3)
+    assert copies[0]["start_step"] == result.start_step == 4
+    assert all(equal(state, rewound.weights(which="rewind")) for state in copies[0]["states"])
+
+
+def test_rewind_to_is_refused_where_it_cannot_apply(rewound, tmp_path):
+    with pytest.raises(ConfigError, match="applies to level 0 .* only"):
+        lmc_probe(rewound, 1, rewind_to="2it")
+    with pytest.raises(ConfigError, match=r"rewind_to = '16it' \(16 iterations\) is not before"):
+        lmc_probe(rewound, 0, rewind_to="16it")
+    with pytest.raises(ConfigError, match="rewind_to = '4' is not a duration"):
+        lmc_probe(rewound, 0, rewind_to="4")
+    cosine = tiny_config(rewind_to="0it", levels=0).replace({"train.schedule": "cosine"})
+    trained = run(cosine, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"cosine learning rate.*rewind_to = '2it' to store"):
+        lmc_probe(trained, 0, rewind_to="2it")
+
+
+def test_lmc_command_at_a_chosen_rewind_point(dense_only, capsys):
+    argv = ["lmc", str(dense_only.path), "--level", "0", "--rewind-to", "2it", "--points", "3"]
+    assert main([*argv, "--quiet"]) == 0
+    assert "level 0 from step 2: error barrier" in capsys.readouterr().out
+    curve = pd.read_csv(dense_only.path / "analysis" / "lmc_level00_k2_seeds1-2.csv")
+    assert len(curve) == 6

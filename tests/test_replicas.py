@@ -96,7 +96,7 @@ def test_group_of_one_is_exactly_a_plain_run(tmp_path):
         )
 
 
-@pytest.mark.parametrize("regime", ["rewind", "reinit"])
+@pytest.mark.parametrize("regime", ["rewind", "reinit_prune"])
 def test_group_members_equal_their_runs_alone(tmp_path, regime):
     cfgs = [config(regime=regime, seed=s) for s in (0, 1, 2)]
     grouped = run_group(cfgs, tmp_path / "group", progress=False)
@@ -124,7 +124,7 @@ def test_members_at_different_levels_catch_up(tmp_path):
 
 def test_groups_refuse_configs_that_differ_beyond_seed(tmp_path):
     with pytest.raises(ConfigError, match="differ only in seed"):
-        run_group([config(seed=0), config(seed=1, regime="reinit")], tmp_path)
+        run_group([config(seed=0), config(seed=1, regime="reinit_prune")], tmp_path)
     with pytest.raises(ConfigError, match="same seed twice"):
         run_group([config(seed=0), config(seed=0)], tmp_path)
     assert replica_key(config(seed=0)) == replica_key(config(seed=5))

@@ -10,8 +10,9 @@ from torch import nn
 from maskstudy.errors import ConfigError
 from maskstudy.models import build, count_flops, flops_table, layer_flops
 from maskstudy.pruning.masks import full_mask, kept_total
+from maskstudy.runs.branch import branch_config
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
-from maskstudy.runs.run import run, run_group
+from maskstudy.runs.run import branch, run, run_group
 from maskstudy.runs.scratch import budget_ratio, scaled_train
 from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.sweep import read_sweep
@@ -36,7 +37,7 @@ def small(**changes) -> RunConfig:
             eval_every="5it",
         ),
         prune=PruneConfig(amount=0.3),
-        regime="scratch_b",
+        regime="finetune",
         levels=2,
     )
     return cfg.replace(changes) if changes else cfg
@@ -113,19 +114,33 @@ def test_scaled_schedule_and_ratio_cap():
 
 @pytest.fixture(scope="module")
 def scratch_runs(tmp_path_factory):
+    """Rethinking's pipeline (prune, fine-tune at the final LR) and its controls on its masks."""
     root = tmp_path_factory.mktemp("scratch")
-    regimes = ("scratch_b", "scratch_e", "finetune", "rewind")
-    return {r: run(small(regime=r), root, progress=False) for r in regimes}
+    pipeline = run(small(), root, progress=False)
+    runs = {k: branch(pipeline, k, progress=False) for k in ("scratch_b", "scratch_e", "reinit")}
+    return {"finetune": pipeline, **runs}
+
+
+def test_scratch_branches_train_the_pipelines_masks_bit_for_bit(scratch_runs):
+    pipeline = scratch_runs["finetune"]
+    for kind in ("scratch_b", "scratch_e"):
+        b = scratch_runs[kind]
+        assert b.levels == [1, 2] and b.parent.run_id == pipeline.run_id
+        for level in b.levels:
+            theirs = pipeline.mask(level)
+            assert all(torch.equal(m, theirs[k]) for k, m in b.mask(level).items())
 
 
 def test_scratch_b_trains_for_the_flops_ratio_with_scaled_milestones(scratch_runs):
     b = scratch_runs["scratch_b"]
     history = b.history()
     dense = 64 * 60 + 60 * 20 + 20 * 10
+    budgets = []
     for level in b.levels:
         m = b.level_metrics(level)
         kept = kept_total(b.mask(level))[0]  # an MLP's MACs are its kept weights
         total = BASE * dense // kept  # floor(16 · FLOPs_dense / FLOPs)
+        budgets.append(total)
         assert (m["flops"], m["flops_dense"]) == (kept, dense)
         assert m["flops_ratio"] == pytest.approx(dense / kept)
         assert m["train_iterations"] == m["iterations"] == total
@@ -135,57 +150,60 @@ def test_scratch_b_trains_for_the_flops_ratio_with_scaled_milestones(scratch_run
         first, second = 8 * total // BASE, 12 * total // BASE  # milestones moved alike
         for step, lr in lr_at.items():  # the lr of update step-1
             assert lr == pytest.approx(0.05 * 0.1 ** ((step - 1 >= first) + (step - 1 >= second)))
-    assert [b.level_metrics(lv)["train_iterations"] for lv in b.levels] == [16, 22, 32]
+    assert budgets == [22, 32]  # 30 % of the weights go per level: ratios 1.43 and 2.04
 
 
-def test_scratch_e_keeps_the_dense_duration(scratch_runs):
-    e = scratch_runs["scratch_e"]
+def test_scratch_e_keeps_the_dense_duration_and_equals_reinit(scratch_runs):
+    e, reinit = scratch_runs["scratch_e"], scratch_runs["reinit"]
     for level in e.levels:
         m = e.level_metrics(level)
         assert m["train_iterations"] == m["iterations"] == BASE
         assert m["flops"] == kept_total(e.mask(level))[0] and m["flops_dense"] == 5240
-    assert e.history().groupby("level").size().tolist() == [4, 4, 4]  # steps 5, 10, 15, 16
+        a, b = e.weights(level), reinit.weights(level)  # one procedure under two papers' names
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert e.history().groupby("level").size().tolist() == [4, 4]  # steps 5, 10, 15, 16
 
 
-@pytest.mark.parametrize("regime", ["scratch_b", "scratch_e"])
-def test_scratch_starts_from_a_fresh_init_with_the_derived_seed(scratch_runs, regime):
-    r = scratch_runs[regime]
+@pytest.mark.parametrize("kind", ["scratch_b", "scratch_e"])
+def test_scratch_starts_from_a_fresh_init_with_the_derived_seed(scratch_runs, kind):
+    r, pipeline = scratch_runs[kind], scratch_runs["finetune"]
+    fresh = build("lenet300_100", (1, 8, 8), 10, width=0.2, seed=derive_seed(0, "fresh"))
     init = r.weights(which="init")
+    assert all(torch.equal(init[k], v) for k, v in fresh.state_dict().items())
     for level in (1, 2):
-        start, previous = r.weights(level, which="start"), r.weights(level - 1)
-        fresh = build(
-            "lenet300_100", (1, 8, 8), 10, width=0.2, seed=derive_seed(0, "scratch", level)
-        )
-        reinit = build(
-            "lenet300_100", (1, 8, 8), 10, width=0.2, seed=derive_seed(0, "reinit", level)
-        )
-        assert all(torch.equal(start[k], v) for k, v in fresh.state_dict().items())
-        for other in (init, previous, reinit.state_dict()):
+        start = r.weights(level, which="start")
+        assert all(torch.equal(start[k], v) for k, v in init.items())
+        for other in (pipeline.weights(which="init"), pipeline.weights(level - 1)):
             assert not torch.equal(start["fc1.weight"], other["fc1.weight"])
 
 
-def test_every_regime_records_its_flops_and_verifies_intact(scratch_runs):
-    for regime, r in scratch_runs.items():
+def test_the_pipeline_fine_tunes_at_the_final_learning_rate(scratch_runs):
+    history = scratch_runs["finetune"].history()
+    pruned = history[history["level"] >= 1]
+    assert (pruned["lr"] == 0.05 * 0.1 * 0.1).all()  # the step schedule's last value, held
+    dense = history[history["level"] == 0].set_index("step")["lr"]
+    assert dense[5] == 0.05 and dense[16] == pytest.approx(0.0005)
+
+
+def test_every_run_records_its_flops_and_verifies_intact(scratch_runs):
+    for kind, r in scratch_runs.items():
         frame = verify(r.path)
         assert not is_damaged(frame), summary(frame)
-        starts = frame[frame["file"].str.endswith("start.safetensors")]
-        fresh = regime.startswith("scratch")
-        assert starts["level"].tolist() == ([1, 2] if fresh else [])
-        assert set(starts["status"]) <= {"ok"}
+        assert frame[frame["file"].str.endswith("start.safetensors")].empty  # θ0' is init
         table = r.metrics()
         assert (table["flops"] == [kept_total(r.mask(lv))[0] for lv in r.levels]).all()
-        if regime != "scratch_b":
-            assert table["train_iterations"].tolist() == [BASE] * 3
+        if kind != "scratch_b":
+            assert table["train_iterations"].tolist() == [BASE] * len(r.levels)
 
 
-def test_tampered_scratch_start_is_caught(scratch_runs):
-    start = scratch_runs["scratch_e"].path / "levels" / "02" / "start.safetensors"
-    data = start.read_bytes()
-    start.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+def test_tampered_scratch_init_is_caught(scratch_runs):
+    init = scratch_runs["scratch_e"].path / "init.safetensors"
+    data = init.read_bytes()
+    init.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     try:
         assert is_damaged(verify(scratch_runs["scratch_e"].path))
     finally:
-        start.write_bytes(data)
+        init.write_bytes(data)
 
 
 def conv_cfg(seed: int) -> RunConfig:
@@ -202,12 +220,13 @@ def conv_cfg(seed: int) -> RunConfig:
 
 
 def test_scratch_b_replicas_with_unequal_budgets_equal_their_runs_alone(tmp_path):
-    cfgs = [conv_cfg(s) for s in (0, 1, 2)]
+    parents = [run(conv_cfg(s), tmp_path / "group", progress=False) for s in (0, 1, 2)]
+    cfgs = [branch_config(p.config, "scratch_b") for p in parents]
     grouped = run_group(cfgs, tmp_path / "group", progress=False)
     iterations = {g.level_metrics(1)["train_iterations"] for g in grouped}
     assert len(iterations) > 1  # the group really had to split
-    for cfg, g in zip(cfgs, grouped, strict=True):
-        alone = run(cfg, tmp_path / "alone", progress=False)
+    for cfg, g, parent in zip(cfgs, grouped, parents, strict=True):
+        alone = run_group([cfg], tmp_path / "alone", progress=False, parents=[parent])[0]
         for level in alone.levels:
             assert (
                 g.level_metrics(level)["train_iterations"]
@@ -226,11 +245,11 @@ def test_scratch_b_replicas_with_unequal_budgets_equal_their_runs_alone(tmp_path
 
 def test_rethinking_sweep_and_presets_parse():
     spec = read_sweep("analysis/rethinking/lenet300_scratch.toml")
-    assert len(spec.configs) == 8
-    assert sorted({c.regime for c in spec.configs}) == [
-        "finetune",
-        "rewind",
-        "scratch_b",
-        "scratch_e",
-    ]
+    assert len(spec.configs) == 5 * 3
+    pipeline = [c for c in spec.configs if not c.is_branch]
+    assert {c.regime for c in pipeline} == {"finetune"} and len(pipeline) == 5
+    kinds = sorted(c.branch.kind for c in spec.configs if c.is_branch)
+    assert kinds == ["scratch_b"] * 5 + ["scratch_e"] * 5
+    parents = {c.run_id() for c in pipeline}
+    assert {c.branch.parent for c in spec.configs if c.is_branch} == parents
     assert {c.prune.criterion for c in spec.configs} == {"magnitude"}

@@ -114,21 +114,13 @@ def test_finetune_starts_from_the_previous_trained_weights(tmp_path):
     assert all(torch.equal(start[k], previous[k]) for k in previous)
 
 
-def test_reinit_starts_from_fresh_weights_that_are_saved(tmp_path):
-    r = run(small(regime="reinit", levels=2), tmp_path, progress=False)
+def test_reinit_prune_starts_from_fresh_weights_that_are_saved(tmp_path):
+    r = run(small(regime="reinit_prune", levels=2), tmp_path, progress=False)
     init, s1, s2 = r.weights(which="init"), r.weights(1, which="start"), r.weights(2, which="start")
     assert not torch.equal(s1["fc1.weight"], init["fc1.weight"])
     assert not torch.equal(s1["fc1.weight"], s2["fc1.weight"])
     assert (level_dir(r.path, 1) / "start.safetensors").is_file()
     assert not (level_dir(r.path, 0) / "start.safetensors").is_file()
-
-
-def test_random_mask_keeps_per_layer_counts_but_not_positions(tmp_path, rewound):
-    r = run(small(regime="random_mask"), tmp_path, progress=False)
-    for level in (1, 2, 3):
-        a, b = r.mask(level), rewound.mask(level)
-        assert {k: int(v.sum()) for k, v in a.items()} == {k: int(v.sum()) for k, v in b.items()}
-        assert not torch.equal(a["fc1.weight"], b["fc1.weight"])
 
 
 def test_late_rewinding_saves_theta_k_and_restarts_there(tmp_path):

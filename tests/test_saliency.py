@@ -24,7 +24,7 @@ from maskstudy.runs.config import (
 )
 from maskstudy.runs.presets import PRESETS
 from maskstudy.runs.run import run
-from maskstudy.runs.scoring import scoring_batch
+from maskstudy.runs.scoring import saliency_level, scoring_batch
 from maskstudy.runs.seeds import generator
 
 
@@ -47,7 +47,8 @@ def test_snip_is_abs_gradient_times_weight_by_hand():
     assert torch.equal(model[0].weight, before)  # scored on a masked copy
 
 
-def test_grasp_matches_explicit_hessian_gradient_product():
+@pytest.mark.parametrize("temperature", [1.0, 200.0])
+def test_grasp_matches_explicit_hessian_gradient_product(temperature):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     x, y = torch.randn(300, 3, dtype=torch.float64), torch.randint(0, 2, (300,))
@@ -59,19 +60,21 @@ def test_grasp_matches_explicit_hessian_gradient_product():
 
     def loss(flat):
         a, b = flat[:12].view(4, 3), flat[12:].view(2, 4)
-        return F.cross_entropy(torch.tanh(x @ a.T + b1) @ b.T + b2, y)
+        return F.cross_entropy((torch.tanh(x @ a.T + b1) @ b.T + b2) / temperature, y)
 
     flat = torch.cat([w1.reshape(-1), w2.reshape(-1)])
     alive = torch.cat([mask["0.weight"].reshape(-1), mask["2.weight"].reshape(-1)])
     g = torch.autograd.functional.jacobian(loss, flat) * alive
     hg = torch.autograd.functional.hessian(loss, flat) @ g
     expected = flat * hg  # −(GraSP score): lowest first removes GraSP's highest
-    got = grasp_scores(model, x, y, mask).scores
+    got = grasp_scores(model, x, y, mask, temperature=temperature).scores
     torch.testing.assert_close(
         torch.cat([got["0.weight"].reshape(-1), got["2.weight"].reshape(-1)]), expected
     )
 
-    new, _ = saliency_prune(model, x, y, mask, "grasp", 0.25, scope="global")
+    new, _ = saliency_prune(
+        model, x, y, mask, "grasp", 0.25, scope="global", temperature=temperature
+    )
     removed = torch.cat([(mask[n] & ~new[n]).reshape(-1) for n in mask])
     grasp = torch.where(alive, -expected, -torch.inf)
     assert torch.equal(
@@ -80,6 +83,32 @@ def test_grasp_matches_explicit_hessian_gradient_product():
             0, grasp.topk(round(0.25 * int(alive.sum()))).indices, True
         ),
     )
+
+
+def test_grasp_defaults_to_temperature_200_and_refuses_a_bad_one():
+    model, x, y = linear_problem(dtype=torch.float64)
+    mask = full_mask(model)
+    default = grasp_scores(model, x, y, mask).scores["0.weight"]
+    assert torch.equal(default, grasp_scores(model, x, y, mask, temperature=200).scores["0.weight"])
+    assert not torch.equal(
+        default, grasp_scores(model, x, y, mask, temperature=1).scores["0.weight"]
+    )
+    with pytest.raises(ConfigError, match="temperature = 0"):
+        saliency_prune(model, x, y, mask, "grasp", 0.5, temperature=0)
+
+
+def test_run_level_passes_the_configured_grasp_temperature():
+    cfg = small("grasp", **{"prune.saliency.temperature": 3.0})
+    data = from_config(cfg.data)
+    model = build("lenet300_100", data.input_shape, data.num_classes, width=0.2, seed=0)
+    mask = full_mask(model)
+    got, _ = saliency_level(cfg, model, data.train, model.state_dict(), mask, {}, 1)
+    x, y = scoring_batch(data.train, 128, generator(cfg.seed, "saliency", 1))
+    for temperature, same in ((3.0, True), (200.0, False)):
+        want, _ = saliency_prune(
+            model, x, y, mask, "grasp", 0.5, scope=cfg.prune.scope, temperature=temperature
+        )
+        assert all(torch.equal(got[n], want[n]) for n in mask) == same
 
 
 def chain(*dims: int, bias: bool = False) -> nn.Sequential:

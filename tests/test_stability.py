@@ -18,7 +18,7 @@ from maskstudy.analysis.stability import (
 )
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
-from maskstudy.runs.run import run
+from maskstudy.runs.run import branch, run
 
 T, F = True, False
 
@@ -169,7 +169,9 @@ def tiny(regime: str) -> RunConfig:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    return {r: run(tiny(r), out, progress=False) for r in ("rewind", "reinit", "random_mask")}
+    runs = {r: run(tiny(r), out, progress=False) for r in ("rewind", "reinit_prune")}
+    runs["random_mask"] = branch(runs["rewind"], "random_mask", progress=False)
+    return runs
 
 
 def masked(weights: dict, mask: dict) -> torch.Tensor:
@@ -221,8 +223,8 @@ def test_table_values_match_direct_computation(runs):
     )
 
 
-def test_table_reinit_uses_each_levels_start_and_random_masks_persist_less(runs):
-    r = runs["reinit"]
+def test_table_reinit_prune_uses_each_levels_start_and_random_masks_persist_less(runs):
+    r = runs["reinit_prune"]
     start, init = r.weights(1, which="start"), r.weights(which="init")
     assert not torch.equal(start["fc1.weight"], init["fc1.weight"])
     row = stability_table([r], levels=[1]).set_index("layer").loc["fc1.weight"]
@@ -240,4 +242,24 @@ def test_table_reinit_uses_each_levels_start_and_random_masks_persist_less(runs)
     )
     assert table.loc[(shuffled.run_id, "all"), "persistence"] == pytest.approx(share)
     assert share < 0.95  # random masks are not nested
-    assert set(table.regime) == {"random_mask", "reinit"}
+    assert set(table.regime) == {"random_mask", "reinit_prune"}
+
+
+def test_s1_of_a_late_rewound_run_is_normalised_by_the_travel_from_theta_k(tmp_path):
+    r = run(tiny("rewind").replace({"rewind_to": "4it", "levels": 1}), tmp_path, progress=False)
+    theta_k, theta0 = r.weights(which="rewind"), r.weights(which="init")
+    start = r.weights(1, which="start")
+    assert all(torch.equal(start[k], theta_k[k]) for k in theta_k)  # level 1 starts at θk
+    assert not torch.equal(theta_k["fc1.weight"], theta0["fc1.weight"])
+    dense, sub, m = r.weights(0), r.weights(1), r.mask(1)
+    gap = (masked(sub, m) - masked(dense, m)).norm()
+    table = stability_table([r], levels=[1]).set_index("layer")
+    expected = gap / (masked(dense, m) - masked(theta_k, m)).norm()
+    assert table.loc["all", "s1"] == pytest.approx(float(expected), rel=1e-12)
+    from_theta0 = gap / (masked(dense, m) - masked(theta0, m)).norm()
+    assert float(expected) != pytest.approx(float(from_theta0), rel=1e-3)
+    one = {"fc2.weight": m["fc2.weight"]}
+    layer = (masked(sub, one) - masked(dense, one)).norm() / (
+        masked(dense, one) - masked(theta_k, one)
+    ).norm()
+    assert table.loc["fc2.weight", "s1"] == pytest.approx(float(layer), rel=1e-12)

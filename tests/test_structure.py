@@ -329,7 +329,7 @@ def criteria(monkeypatch):
 
 def test_structure_table_over_a_store(tmp_path, criteria):
     model = build("lenet5", (1, 28, 28), 10)
-    cfg = RunConfig.from_dict({"model": {"name": "lenet5"}, "seed": 3, "regime": "reinit"})
+    cfg = RunConfig.from_dict({"model": {"name": "lenet5"}, "seed": 3, "regime": "reinit_prune"})
     run = create_run(tmp_path / "run", cfg)
     gen = torch.Generator().manual_seed(0)
     masks = {}
@@ -340,7 +340,7 @@ def test_structure_table_over_a_store(tmp_path, criteria):
     table = structure_table([run], levels=[1])
     assert set(table.level) == {1}
     assert len(table) == 2 * 3 + 3 * 2  # 2 conv layers × 3 units + 3 linear layers × 2 units
-    assert (table.run_id == run.run_id).all() and (table.regime == "reinit").all()
+    assert (table.run_id == run.run_id).all() and (table.regime == "reinit_prune").all()
     assert (table.seed == 3).all() and (table.model == "lenet5").all()
     got = table.query("layer == 'conv2.weight'").drop(columns=["run_id", "level", "layer"])
     expected = conv_structure(masks[1]["conv2.weight"])

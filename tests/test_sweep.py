@@ -60,7 +60,7 @@ def cli(*args: str, cwd: Path | None = None, **kw) -> subprocess.Popen:
 # --- sweep files --------------------------------------------------------------------------------
 def test_grid_tied_and_seeds_expand_to_the_cartesian_product():
     text = sweep_text(
-        CRITERIA_GRID + 'regime = ["rewind", "reinit"]\n'
+        CRITERIA_GRID + 'regime = ["rewind", "reinit_prune"]\n'
         '[[tied]]\n"prune.amount" = [0.2, 0.5]\ntrain.lr = [0.1, 0.01]\n',
         seeds="[0, 1, 2]",
     )
@@ -69,7 +69,10 @@ def test_grid_tied_and_seeds_expand_to_the_cartesian_product():
     pairs = {(c.prune.amount, c.train.lr) for c in spec.configs}
     assert pairs == {(0.2, 0.1), (0.5, 0.01)}  # tied axes vary together
     assert {(c.prune.criterion, c.regime, c.seed) for c in spec.configs} == {
-        (a, b, s) for a in ("magnitude", "random") for b in ("rewind", "reinit") for s in (0, 1, 2)
+        (a, b, s)
+        for a in ("magnitude", "random")
+        for b in ("rewind", "reinit_prune")
+        for s in (0, 1, 2)
     }
     first = spec.configs[0]
     assert (
@@ -94,7 +97,7 @@ def test_preset_is_the_base_and_nested_tables_equal_dotted_keys():
         ("seed = [1]", r"unknown top-level key\(s\) \['seed'\]; allowed: preset"),
         ("[grid]\nregime = 'rewind'", "axis 'regime' must be a non-empty list"),
         (
-            "[[tied]]\nregime = ['rewind', 'reinit']\nseed = [1]",
+            "[[tied]]\nregime = ['rewind', 'finetune']\nseed = [1]",
             "tied axes must have equal lengths",
         ),
         ("[grid]\n'train.lrate' = [0.1]", "train.lrate"),

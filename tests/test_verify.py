@@ -26,7 +26,7 @@ def pristine(tmp_path_factory) -> Path:
         data=DataConfig(name="synthetic", synthetic_size=128),
         model=ModelConfig(name="lenet300_100", width=0.1),
         train=TrainConfig(batch_size=32, duration="6it", eval_every="3it"),
-        regime="reinit",
+        regime="reinit_prune",
         rewind_to="2it",
         levels=2,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,12 @@ from torch import nn
 from maskstudy.data import from_config
 from maskstudy.data.base import Data, Split
 from maskstudy.errors import ConfigError
+from maskstudy.runs.config import RunConfig
 from maskstudy.runs.run import build_model
+from maskstudy.runs.seeds import derive_seed
+from maskstudy.runs.steps import check_steps, to_iterations
 from maskstudy.runs.store import Run
-from maskstudy.train import Stacked, evaluate, train_replicas
+from maskstudy.train import Stacked, evaluate, iterations_per_epoch, train, train_replicas
 
 __all__ = [
     "LMCResult",
@@ -169,6 +172,69 @@ def _check_probe(run: Run, level: int, seeds: Sequence[int]) -> tuple[int, int]:
     return seeds[0], seeds[1]
 
 
+def _check_rewind(run: Run, level: int, rewind_to: str | None) -> None:
+    if rewind_to is None:
+        return
+    check_steps(rewind_to, "rewind_to")
+    if level > 0:
+        raise ConfigError(
+            f"rewind_to = {rewind_to!r} applies to level 0 (the dense network) only: level "
+            f"{level}'s mask was found with the run's rewind_to = {run.config.rewind_to!r}. "
+            "To probe sub-networks rewound elsewhere, run the config with that rewind_to"
+        )
+
+
+def _not_replayable(cfg: RunConfig) -> str | None:
+    """Why training θ0 for k steps alone would not retrace the run's level 0 (None: it would)."""
+    if cfg.train.schedule == "cosine":
+        return "its cosine learning rate depends on the training length"
+    if cfg.prune.schedule == "gradual":
+        return "its level-0 mask changed during training (prune.schedule = 'gradual')"
+    return None
+
+
+def _replay_dense(run: Run, data: Data, k: int) -> dict[str, torch.Tensor]:
+    """θk of a run that did not store it: θ0 trained k steps as level 0 trained it (its data
+    order, learning rates and mask), which is exact when nothing depends on the training length.
+    """
+    cfg = run.config
+    reason = _not_replayable(cfg)
+    if reason is not None:
+        raise ConfigError(
+            f"{run.path} does not store θk for k = {k} iterations, and {reason}, so training θ0 "
+            f"for k steps would not retrace it. Run the config with rewind_to = '{k}it' to store θk"
+        )
+    model = build_model(cfg, data, seed=cfg.seed).to(data.device)
+    model.load_state_dict(run.weights(which="init"))
+    short = replace(cfg.train, duration=f"{k}it", eval_every=f"{k}it")
+    train(model, data, short, mask=run.mask(0), seed=derive_seed(cfg.seed, "data"))
+    return model.state_dict()
+
+
+def _level_start(
+    run: Run, level: int, data: Data, rewind_to: str | None
+) -> tuple[dict[str, torch.Tensor], int]:
+    """(weights, absolute step) the two copies of ``level`` start from. Level L > 0: where the
+    run started it. Level 0, the dense network: θk at step k, k = ``rewind_to`` or the run's
+    own rewind point; θ0 for k = 0, the stored θk, or θk replayed by :func:`_replay_dense`."""
+    if level > 0:
+        return run.weights(level, which="start"), int(run.level_metrics(level)["start_step"])
+    cfg = run.config
+    per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
+    wanted = cfg.rewind_to if rewind_to is None else rewind_to
+    k, total = to_iterations(wanted, per_epoch), to_iterations(cfg.train.duration, per_epoch)
+    if k >= total:
+        raise ConfigError(
+            f"rewind_to = {wanted!r} ({k} iterations) is not before the end of training "
+            f"(train.duration = {cfg.train.duration!r} = {total} iterations)"
+        )
+    if k == 0:
+        return run.weights(which="init"), 0
+    if k == to_iterations(cfg.rewind_to, per_epoch):
+        return run.weights(which="rewind"), k
+    return _replay_dense(run, data, k), k
+
+
 def lmc_probe(
     run: Run,
     level: int,
@@ -179,22 +245,26 @@ def lmc_probe(
     points: int = 30,
     device: str = "cpu",
     progress: bool = False,
+    rewind_to: str | None = None,
 ) -> LMCResult:
     """Instability analysis of level ``level`` of a stored run (Frankle et al. 2020).
 
-    Two copies start from the level's start weights (``run.weights(level, which="start")``)
-    under its mask, at its start step, and train to the end of the run's ``train`` config side
-    by side, copy i seeing the data order (and augmentation) of ``seeds[i]``. Then the errors
-    along the straight line between them on the test and train splits, and the barriers.
-    ``data`` (a preloaded dataset, moved to ``device``) skips loading ``run.config.data`` from
-    ``data_root``. Raises ConfigError for a level the run has not completed.
+    Two copies start from the level's start weights under its mask, at its start step; at level
+    0, the dense network, from θk at step k, k = ``rewind_to`` (e.g. '500it') or else the run's
+    own rewind point (θ0 for k = 0; a θk the run did not store is retrained from θ0 on the run's
+    data order). They train to the end of the run's ``train`` config side by side, copy i
+    seeing the data order (and augmentation) of ``seeds[i]``. Then the errors along the
+    straight line between them on the test and train splits, and the barriers. ``data`` (a
+    preloaded dataset, moved to ``device``) skips loading ``run.config.data`` from
+    ``data_root``. Raises ConfigError for a level the run has not completed, or ``rewind_to``
+    at a level > 0.
     """
     seed_pair = _check_probe(run, level, seeds)
+    _check_rewind(run, level, rewind_to)  # before loading the data
     cfg = run.config
     data = (data if data is not None else from_config(cfg.data, data_root, device)).to(device)
     mask = run.mask(level)
-    start = run.weights(level, which="start")
-    start_step = int(run.level_metrics(level)["start_step"])
+    start, start_step = _level_start(run, level, data, rewind_to)
     template = build_model(cfg, data, seed=cfg.seed).to(device)
     net = Stacked(template, [start, start])
     train_replicas(

@@ -20,9 +20,12 @@ from maskstudy.runs.table import flatten
 
 
 def varying_fields(runs: Sequence[RunLike]) -> list[str]:
-    """Dotted config fields that differ between ``runs`` (the number of levels aside)."""
+    """Dotted config fields that differ between ``runs`` (how many levels, and which run a
+    branch comes from, aside)."""
     flats = [flatten(run.config.to_dict()) for run in runs]
-    keys = sorted({key for flat in flats for key in flat} - {"levels"})
+    keys = sorted(
+        {key for flat in flats for key in flat} - {"levels", "branch.parent", "branch.first"}
+    )
     return [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
 
 

@@ -21,7 +21,8 @@ import scipy.stats
 import torch
 
 from maskstudy.errors import ConfigError
-from maskstudy.runs.store import Run
+from maskstudy.runs.branch import FRESH_KINDS
+from maskstudy.runs.store import WEIGHT_FILES, Run
 from maskstudy.runs.table import config_columns
 
 __all__ = ["cross_level", "mask_persistence", "movement", "stability_table", "stability_to_pruning"]
@@ -95,7 +96,8 @@ def _ratio(numerator: float, denominator: float) -> float:
 def stability_to_pruning(sub: Weights, dense: Weights, init: Weights, mask: MaskLike) -> float:
     """S1: ‖M⊙(W_sub − W_dense)‖₂ / ‖M⊙(W_dense − θ_init)‖₂, the distance between the
     sub-network's trained weights and the dense ones, per unit of distance the dense weights
-    travelled. 0 = pruning left the surviving weights' solution unchanged; nan if the dense
+    travelled from the sub-network's start point ``init`` (θk for a run rewinding to step k,
+    θ0 for k = 0). 0 = pruning left the surviving weights' solution unchanged; nan if the dense
     weights did not move on ``mask``."""
     m = _mask_parts(mask)
     w_sub = _kept_values(sub, m, "sub")
@@ -187,13 +189,13 @@ MOVE_COLUMNS = {
 @dataclass(frozen=True)
 class _Level:
     """What one level's rows need: its mask, final and start weights, the run's dense
-    reference, and the neighbouring levels (None where the run has no such level)."""
+    reference and rewind point, and the neighbouring levels (None where the run has none)."""
 
     mask: Mapping[str, torch.Tensor]
     final: Mapping[str, torch.Tensor]
     start: Mapping[str, torch.Tensor]
-    dense: Mapping[str, torch.Tensor]
-    theta0: Mapping[str, torch.Tensor]
+    dense: Mapping[str, torch.Tensor] | None  # None: no dense solution from this run's θ0
+    rewound: Mapping[str, torch.Tensor]
     prev_mask: Mapping[str, torch.Tensor] | None
     prev_final: Mapping[str, torch.Tensor] | None
     next_mask: Mapping[str, torch.Tensor] | None
@@ -216,8 +218,8 @@ def _layer_row(level: int, at: _Level, layer: str | None) -> dict[str, Any]:
     mask = pick(at.mask)
     row: dict[str, Any] = {"level": level, "layer": layer or WHOLE}
     row["s1"] = (
-        stability_to_pruning(pick(at.final), pick(at.dense), pick(at.theta0), mask)
-        if level > 0
+        stability_to_pruning(pick(at.final), pick(at.dense), pick(at.rewound), mask)
+        if level > 0 and at.dense is not None
         else NAN
     )
     s2: dict[str, float] = {}
@@ -235,6 +237,25 @@ def _layer_row(level: int, at: _Level, layer: str | None) -> dict[str, Any]:
     return row
 
 
+def _rewind_point(run: Run) -> dict[str, torch.Tensor]:
+    """θk, the point of the dense trajectory the run rewinds its levels to (θ0 when it rewinds
+    to 0it): S1 measures the dense weights' travel from there."""
+    stored = WEIGHT_FILES["rewind"] in run.info.get("files", {})  # θk is saved iff k > 0
+    return run.weights(which="rewind" if stored else "init")
+
+
+def _dense_weights(run: Run) -> dict[str, torch.Tensor] | None:
+    """The trained dense weights S1 compares with: the run's level 0, or for a branch that
+    starts from its parent's θ0 the parent's level 0; None for a fresh-init branch (reinit,
+    scratch), whose θ0' has no dense trajectory."""
+    if 0 in run.levels:
+        return run.weights(0)
+    parent = run.parent
+    if parent is None or run.config.branch.kind in FRESH_KINDS or 0 not in parent.levels:
+        return None
+    return parent.weights(0)
+
+
 def _run_rows(run: Run, levels: set[int] | None) -> list[dict[str, Any]]:
     done = run.levels
     wanted = [lv for lv in done if levels is None or lv in levels]
@@ -242,7 +263,7 @@ def _run_rows(run: Run, levels: set[int] | None) -> list[dict[str, Any]]:
         return []
     mask = lru_cache(maxsize=3)(run.mask)  # levels L−1, L, L+1 while walking up the levels
     final = lru_cache(maxsize=2)(run.weights)  # levels L−1, L
-    dense, theta0 = final(0), run.weights(which="init")
+    dense, rewound = _dense_weights(run), _rewind_point(run)
     columns = config_columns(run)
     rows = []
     for level in wanted:
@@ -252,7 +273,7 @@ def _run_rows(run: Run, levels: set[int] | None) -> list[dict[str, Any]]:
             final=final(level),
             start=run.weights(level, which="start"),
             dense=dense,
-            theta0=theta0,
+            rewound=rewound,
             prev_mask=mask(level - 1) if has_prev else None,
             prev_final=final(level - 1) if has_prev else None,
             next_mask=mask(level + 1) if has_next else None,
@@ -267,7 +288,8 @@ def stability_table(runs: Iterable[Run], levels: Iterable[int] | None = None) ->
 
     Columns: ``run_id``, ``level``, ``layer``;
     ``s1`` — :func:`stability_to_pruning` of the level's final weights against the run's
-    level-0 (dense) final weights and θ0, on the level's mask (nan at level 0);
+    level-0 (dense) final weights and its rewind point θk (θ0 for k = 0), on the level's mask
+    (nan at level 0);
     ``pearson``, ``spearman``, ``sign_agreement``, ``l2``, ``cosine`` — :func:`cross_level`
     of the final weights of levels L−1 and L on the weights both levels keep (level L's mask
     when the masks are nested; nan at level 0);
@@ -278,9 +300,11 @@ def stability_table(runs: Iterable[Run], levels: Iterable[int] | None = None) ->
     at the run's last level); then the run's config columns (``criterion``, ``regime``, ``seed``,
     ... and every dotted config field) for faceting. ``levels`` limits the levels reported.
 
-    For ``reinit`` runs every level starts from its own fresh initialisation, so S1 and S2 then
-    compare solutions reached from different inits (and θ0 is only level 0's init); movement
-    always uses the level's own start weights.
+    For ``reinit_prune`` runs every level starts from its own fresh initialisation, so S1 and S2
+    then compare solutions reached from different inits (θ0 and θk lie only on level 0's
+    trajectory); movement always uses the level's own start weights. A branch compares with its
+    parent's dense level when it starts from the parent's θ0; S1 is nan for reinit and scratch
+    branches, whose fresh θ0' has no dense solution.
     """
     wanted = None if levels is None else set(levels)
     rows = [row for run in runs for row in _run_rows(run, wanted)]

@@ -107,7 +107,7 @@ def _pairs(t: Tables, along: str, why: str) -> pd.DataFrame:
 
 NO_SEEDS = "one seed per configuration: no seed pairs to compare"
 NO_CRITERIA = "one pruning criterion: nothing to compare"
-NO_REGIMES = "one regime: P4 compares rewind / reinit / finetune"
+NO_REGIMES = "one regime: P4 compares the masks of regimes (rewind / finetune / reinit_prune ...)"
 
 
 def _units(t: Tables, units: tuple[str, ...], why: str) -> pd.DataFrame:
@@ -240,7 +240,15 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
 
 # Figures that compare runs across the other config fields (drawn once over all runs).
 ACROSS = ("p8_layer_density",)
-METHOD_FIELDS = ("prune.criterion", "regime", "seed")  # what the figures themselves tell apart
+# what the figures themselves tell apart (a branch is its own method: runs.table.method_regime)
+METHOD_FIELDS = (
+    "prune.criterion",
+    "regime",
+    "seed",
+    "branch.kind",
+    "branch.parent",
+    "branch.first",
+)
 
 
 def split_runs(runs: Sequence[RunLike]) -> list[tuple[str, str, list[RunLike]]]:

@@ -39,14 +39,35 @@ CRITERIA = (
     "synflow",
     "grasp",
 )
-REGIMES = ("rewind", "reinit", "finetune", "random_mask", "scratch_e", "scratch_b")
+# What the figures call a method's training: a run's regime, or a branch's kind ("(branch)"
+# added where a kind shares a regime's name: runs.table.method_regime).
+REGIMES = (
+    "rewind",
+    "finetune",
+    "lr_rewind",
+    "reinit_prune",
+    "reinit",
+    "random_mask",
+    "shuffle",
+    "scratch_e",
+    "scratch_b",
+    "rewind (branch)",
+    "finetune (branch)",
+    "lr_rewind (branch)",
+)
 _LINESTYLES = {
     "rewind": "-",
-    "reinit": "--",
     "finetune": ":",
+    "lr_rewind": (0, (3, 1, 1, 1)),
+    "reinit_prune": (0, (6, 2)),
+    "reinit": "--",
     "random_mask": "-.",
+    "shuffle": (0, (1, 1)),
     "scratch_e": (0, (5, 1, 1, 1, 1, 1)),
     "scratch_b": (0, (8, 2, 2, 2)),
+    "rewind (branch)": (0, (10, 3)),
+    "finetune (branch)": (0, (1, 2)),
+    "lr_rewind (branch)": (0, (4, 1, 4, 1, 1, 1)),
 }
 CHANCE = {"color": "0.3", "ls": (0, (4, 2)), "lw": 0.9}  # dashed grey, in every figure
 DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}

@@ -1,6 +1,6 @@
 """Pruning: masks as plain dicts, the criteria registry, one-level ``prune``, torch interop."""
 
-from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
+from maskstudy.pruning.criteria import CRITERIA, Criterion, drop_lowest, prune, prune_count
 from maskstudy.pruning.drop import back_for_target, drop_step
 from maskstudy.pruning.granularity import combined_select, kernel_select, window_select
 from maskstudy.pruning.interop import (
@@ -29,6 +29,7 @@ __all__ = [
     "back_for_target",
     "combined_select",
     "density",
+    "drop_lowest",
     "drop_step",
     "from_torch_prune",
     "full_mask",

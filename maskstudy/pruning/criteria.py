@@ -5,6 +5,10 @@ weights (or, for structured criteria, of the slices) still alive that this call 
 the count is ``round(amount × alive)``. Unstructured criteria rank individual weights;
 structured criteria rank whole slices along ``dim`` (0 = output filters/units, 1 = input
 channels) by a score, exactly as ``ln_structured`` does inside a PruningContainer.
+
+Every criterion removes weights through ``drop_lowest``. Ties: lower score first, then lower flat
+(row-major) index; global scope: the index in the concatenation of the tensors in mask order. It
+is a stable sort, so the same on every device, where torch's topk leaves tie order unspecified.
 """
 
 from __future__ import annotations
@@ -100,19 +104,23 @@ def _check_amount(amount: float, where: str) -> None:
         )
 
 
-def _drop_lowest(scores: Tensor, count: int) -> Tensor:
-    """Bool keep-vector over ``scores`` (1-D) with the ``count`` lowest set False (torch's topk)."""
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    if count:
-        keep[torch.topk(scores, k=count, largest=False).indices] = False
-    return keep
+def drop_lowest(scores: Tensor, count: int | Tensor) -> Tensor:
+    """Bool keep-mask over ``scores`` with the ``count`` lowest along the last dim set False.
+
+    ``count`` is an int or a tensor broadcasting against (..., 1) (one count per row). Ties: lower
+    score first, then lower index (a stable sort: the same on CPU and GPU); −0.0 ranks as 0.0.
+    """
+    order = torch.argsort(scores + 0.0, dim=-1, stable=True)  # + 0.0 turns −0.0 into 0.0
+    place = torch.arange(scores.shape[-1], device=scores.device)
+    keep = torch.empty_like(scores, dtype=torch.bool)
+    return keep.scatter_(-1, order, (place >= count).expand_as(order))
 
 
 def _unstructured(score: Tensor, mask: Tensor, amount: float, rounding: str) -> Tensor:
     """Drop the lowest-scored ``amount`` of the alive weights of one tensor (l1_unstructured)."""
     alive = mask.reshape(-1)
     new = alive.clone()
-    new[alive] = _drop_lowest(
+    new[alive] = drop_lowest(
         score.reshape(-1)[alive], prune_count(amount, int(alive.sum()), rounding)
     )
     return new.view(mask.shape)
@@ -137,7 +145,7 @@ def _structured(
     index[dim] = live_slices
     sub_w, sub_mask = (w * mask)[tuple(index)], mask[tuple(index)]
     slices = sub_w.shape[dim]
-    keep_slice = _drop_lowest(crit.score(sub_w, **options), prune_count(amount, slices, rounding))
+    keep_slice = drop_lowest(crit.score(sub_w, **options), prune_count(amount, slices, rounding))
     shape = [1] * w.dim()
     shape[dim] = slices
     new = mask.clone()
@@ -155,7 +163,7 @@ def _global(
     """Rank the alive weights of all ``names`` together (global_unstructured)."""
     alive = [mask[n].reshape(-1) for n in names]
     flat = torch.cat([scores[n].reshape(-1)[a] for n, a in zip(names, alive, strict=True)])
-    keep = _drop_lowest(flat, prune_count(amount, flat.numel(), rounding))
+    keep = drop_lowest(flat, prune_count(amount, flat.numel(), rounding))
     out, start = {}, 0
     for n, a in zip(names, alive, strict=True):
         new = a.clone()

@@ -23,8 +23,8 @@ import torch
 from maskstudy.pruning.criteria import (
     CRITERIA,
     Criterion,
-    _drop_lowest,
     _unstructured,
+    drop_lowest,
     prune_count,
 )
 
@@ -52,7 +52,7 @@ def kernel_select(w: Tensor, mask: Tensor, amount: float, rounding: str, **_: ob
     alive = rows.any(1)
     scores = kernel_scores(w * mask).reshape(-1)[alive]
     keep = alive.clone()
-    keep[alive] = _drop_lowest(scores, prune_count(amount, int(alive.sum()), rounding))
+    keep[alive] = drop_lowest(scores, prune_count(amount, int(alive.sum()), rounding))
     return (rows & keep[:, None]).view(mask.shape)
 
 
@@ -64,11 +64,8 @@ def window_select(w: Tensor, mask: Tensor, amount: float, rounding: str, **_: ob
         return _unstructured(window_scores(w), mask, amount, rounding)
     removals = torch.tensor([prune_count(amount, c, rounding) for c in range(width + 1)])
     remove = removals.to(mask.device)[rows.sum(1)]
-    scores = torch.where(rows, window_scores(_kernels(w)), torch.inf)
-    order = torch.argsort(scores, dim=1, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(width, device=mask.device).expand_as(order))
-    return (rows & (rank >= remove[:, None])).view(mask.shape)
+    scores = torch.where(rows, window_scores(_kernels(w)), torch.inf)  # pruned ones rank last
+    return (rows & drop_lowest(scores, remove[:, None])).view(mask.shape)
 
 
 def combined_select(w: Tensor, mask: Tensor, amount: float, rounding: str, **_: object) -> Tensor:

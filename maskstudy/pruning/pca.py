@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskstudy.errors import ConfigError
-from maskstudy.pruning.criteria import _drop_lowest, prune
+from maskstudy.pruning.criteria import drop_lowest, prune
 from maskstudy.pruning.masks import Mask, apply_mask_, full_mask, prunable_names
 
 Tensor = torch.Tensor
@@ -139,7 +139,7 @@ def pca_width(stats: _Stats, variance: float) -> LayerPCA:
     width = int((spectrum.cumsum(0) < variance - 1e-9).sum()) + 1
     width = min(width, units)
     score = (eigvec[:, :width] ** 2 * eigval[:width]).sum(1)
-    keep = _drop_lowest(score, units - width)  # the top-``width`` units by score
+    keep = drop_lowest(score, units - width)  # the top-``width`` units by score
     return LayerPCA(width, keep.cpu(), spectrum.float().cpu())
 
 

@@ -7,8 +7,10 @@ signs and BatchNorm statistics are never touched) and hands the scores to ``prun
 
 - snip: |g ⊙ w|, g = ∂L/∂w of the cross-entropy on the batch (Lee et al. 2019).
 - grasp: GraSP's score is −w ⊙ Hg and it removes the *highest*; the registry returns its
-  negation w ⊙ Hg so that "lowest first" removes the same weights (Wang et al. 2020). g is the
-  gradient of the alive weights (pruned ones stay zero, so their gradient flow does not count).
+  negation w ⊙ Hg so that "lowest first" removes the same weights (Wang et al. 2020); ties
+  among GraSP's highest go lower flat index first, as everywhere. g is the gradient of the alive
+  weights (pruned ones stay zero, so their gradient flow does not count); g and Hg are of the
+  loss on logits / ``temperature`` (default 200, as in GraSP's code).
 - synflow: data-free; |θ| parameters, eval mode, float64, an all-ones input shaped like one
   example of ``x``, R = 1ᵀ(∏|W|)1 and s = (∂R/∂w) ⊙ w (Tanaka et al. 2020). Biases, BatchNorm
   shifts and running means are zeroed (BatchNorm scales enter as |γ|/√var) so that R is exactly
@@ -23,6 +25,7 @@ signs and BatchNorm statistics are never touched) and hands the scores to ``prun
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from maskstudy.runs.config import PruneConfig
 
 Tensor = torch.Tensor
+GRASP_TEMPERATURE = 200.0  # GraSP's official code divides the logits by T = 200
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,18 @@ def masked_copy(model: nn.Module, mask: Mapping[str, Tensor]) -> nn.Module:
 
 
 def _loss_grads(
-    net: nn.Module, x: Tensor, y: Tensor, params: list[Tensor], hvp_of: list[Tensor] | None = None
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    params: list[Tensor],
+    hvp_of: list[Tensor] | None = None,
+    temperature: float = 1.0,
 ) -> list[Tensor]:
-    """∂L/∂params of the mean cross-entropy over (x, y), or H·v for ``hvp_of`` = v, in chunks."""
+    """∂L/∂params of the mean cross-entropy of logits/``temperature`` over (x, y), or H·v for
+    ``hvp_of`` = v, in chunks."""
     out = [torch.zeros_like(p) for p in params]
     for xb, yb in even_chunks(x, y):
-        loss = F.cross_entropy(net(xb), yb) * (len(xb) / len(x))
+        loss = F.cross_entropy(net(xb) / temperature, yb) * (len(xb) / len(x))
         grads = torch.autograd.grad(loss, params, create_graph=hvp_of is not None)
         if hvp_of is not None:
             dot = sum((g * v).sum() for g, v in zip(grads, hvp_of, strict=True))
@@ -116,15 +126,33 @@ def snip_scores(model: nn.Module, x: Tensor, y: Tensor, mask: Mask, **_: object)
     return Scored({n: (g * params[n]).detach().abs() for n, g in zip(mask, grads, strict=True)})
 
 
+def _check_temperature(value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value <= 0:
+        raise ConfigError(f"temperature = {value!r} must be a positive number (GraSP's code: 200)")
+
+
 @_register("grasp", at_init=True)
-def grasp_scores(model: nn.Module, x: Tensor, y: Tensor, mask: Mask, **_: object) -> Scored:
-    """w ⊙ Hg: GraSP's −w ⊙ Hg negated, so removing the lowest removes GraSP's highest."""
+def grasp_scores(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    mask: Mask,
+    *,
+    temperature: float = GRASP_TEMPERATURE,
+    **_: object,
+) -> Scored:
+    """w ⊙ Hg: GraSP's −w ⊙ Hg negated, so removing the lowest removes GraSP's highest.
+
+    g and Hg are taken of the loss on logits / ``temperature``, as GraSP's code does (T = 200).
+    """
+    _check_temperature(temperature)
     net = masked_copy(model, mask).train()
     params = dict(net.named_parameters())
     weights = [params[n] for n in mask]
-    grads = _loss_grads(net, x, y, weights)
+    grads = _loss_grads(net, x, y, weights, temperature=temperature)
     g = [gi * mask[n].to(gi.device) for n, gi in zip(mask, grads, strict=True)]
-    hg = _loss_grads(net, x, y, weights, hvp_of=g)
+    hg = _loss_grads(net, x, y, weights, hvp_of=g, temperature=temperature)
     return Scored({n: (w * h).detach() for n, w, h in zip(mask, weights, hg, strict=True)})
 
 
@@ -210,6 +238,7 @@ def saliency_prune(
     > 1 (0 = the criterion's default) the level is split into sub-rounds, rescoring before each,
     that take every ranked group from n0 to the K weights one ``prune()`` call with ``amount``
     keeps along the exponential schedule round(n0·(K/n0)^(r/rounds)): it ends exactly at K.
+    ``options`` go to the score function: ``temperature`` (grasp), ``variance`` (pca).
     """
     entry = SALIENCY.get(criterion)
     rounds = rounds or entry.rounds

@@ -18,8 +18,31 @@ SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
 ROUNDINGS = ("round", "ceil", "floor")
 INITS = ("kaiming_normal", "kaiming_uniform", "glorot_normal", "glorot_uniform")
-REGIMES = ("finetune", "rewind", "reinit", "random_mask", "scratch_e", "scratch_b")
-FRESH_REGIMES = ("reinit", "scratch_e", "scratch_b")  # levels >= 1 start from new random weights
+# How an ordinary run trains level L >= 1 after pruning its own level L-1 (docs/methods.md):
+REGIMES = ("rewind", "finetune", "lr_rewind", "reinit_prune")
+# How a branch trains its parent's mask of level L (maskstudy.runs.branch):
+BRANCH_KINDS = (
+    "reinit",
+    "random_mask",
+    "shuffle",
+    "rewind",
+    "scratch_e",
+    "scratch_b",
+    "finetune",
+    "lr_rewind",
+)
+# Values that were regimes before branches existed, and what a user wants instead.
+MOVED_REGIMES = {
+    "reinit": "the lottery-ticket control (the ticket's mask, a fresh init) is the branch kind "
+    "'reinit' (`maskstudy branch RUN --kind reinit` or a [branches] table); Paganini & Forde's "
+    "reinitialise-then-prune-again is regime = 'reinit_prune'",
+    "random_mask": "a random mask with the parent's per-layer counts is the branch kind "
+    "'random_mask' (`maskstudy branch RUN --kind random_mask` or a [branches] table)",
+    "scratch_e": "Rethinking's scratch baselines train the parent's masks: branch kind "
+    "'scratch_e' (`maskstudy branch RUN --kind scratch_e` or a [branches] table)",
+    "scratch_b": "Rethinking's scratch baselines train the parent's masks: branch kind "
+    "'scratch_b' (`maskstudy branch RUN --kind scratch_b` or a [branches] table)",
+}
 
 
 def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
@@ -116,6 +139,9 @@ class SaliencyConfig:
     samples: int = 1024  # training examples scored: SNIP/GraSP loss batch, PCA activation sample
     rounds: int = 0  # sub-rounds per level, exponential schedule; 0 = default (synflow 100, else 1)
     variance: float = 0.99  # pca: explained-variance fraction that fixes each layer's width
+    temperature: float = (
+        200.0  # grasp: softmax temperature T of the scored loss (GraSP's code: 200)
+    )
 
     def __post_init__(self) -> None:
         for name, low, note in (("samples", 1, ""), ("rounds", 0, " (0 = criterion default)")):
@@ -124,6 +150,7 @@ class SaliencyConfig:
                 raise ConfigError(
                     f"prune.saliency.{name} = {value!r} must be an integer >= {low}{note}"
                 )
+        _positive(self.temperature, "prune.saliency.temperature")
         ok = isinstance(self.variance, (int, float)) and not isinstance(self.variance, bool)
         if not ok or not 0 < self.variance <= 1:
             raise ConfigError(
@@ -200,25 +227,56 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class BranchConfig:
+    """A branch trains the masks of a parent run instead of pruning (docs/methods.md, Branches)."""
+
+    kind: str = ""  # "" = an ordinary run; else one of BRANCH_KINDS
+    parent: str = ""  # the parent's run id
+    first: int = 1  # first level trained (with ``levels``: how much of the branch, not its id)
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            if self.parent:
+                raise ConfigError("branch.parent is set but branch.kind is empty; give the kind")
+            return
+        _choice(self.kind, BRANCH_KINDS, "branch.kind")
+        if not self.parent:
+            raise ConfigError("branch.kind needs branch.parent, the parent's run id")
+        if isinstance(self.first, bool) or not isinstance(self.first, int) or self.first < 0:
+            raise ConfigError(f"branch.first = {self.first!r} must be an integer >= 0")
+        if self.first == 0 and self.kind in ("finetune", "lr_rewind"):
+            raise ConfigError(
+                f"a {self.kind} branch continues the parent's level L-1, so it starts at level 1"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
-    regime: str = "rewind"  # finetune | rewind | reinit | random_mask | scratch_e | scratch_b
+    regime: str = "rewind"  # rewind | finetune | lr_rewind | reinit_prune (docs/methods.md)
     rewind_to: str = "0it"  # rewind point k of the dense run ('0it' = the lottery ticket)
     scratch_cap: float = 0.0  # scratch_b: cap on the FLOPs ratio (Rethinking ImageNet: 2); 0 = none
     levels: int = 5  # pruning levels after the dense level 0 (not part of the run id)
     seed: int = 0  # init seed; data order and pruning randomness derive from it
+    branch: BranchConfig = field(default_factory=BranchConfig)
 
     def __post_init__(self) -> None:
+        if self.regime in MOVED_REGIMES:
+            raise ConfigError(
+                f"regime = {self.regime!r} is no longer a regime: {MOVED_REGIMES[self.regime]}"
+            )
         _choice(self.regime, REGIMES, "regime")
         check_steps(self.rewind_to, "rewind_to")
-        if self.prune.drop_revive == "last" and self.regime != "finetune":
+        revives = self.prune.drop_revive == "last" and not self.is_branch  # branches: not pruned
+        if revives and self.regime not in ("finetune", "lr_rewind"):
             raise ConfigError(
                 f"prune.drop_revive = 'last' restores trained values, which regime = "
-                f"{self.regime!r} does not keep; use regime = 'finetune' or drop_revive = 'zero'"
+                f"{self.regime!r} does not keep; use regime = 'finetune' or 'lr_rewind', or "
+                "drop_revive = 'zero'"
             )
         _positive(self.scratch_cap, "scratch_cap", zero_ok=True)
         if 0 < self.scratch_cap < 1:
@@ -228,11 +286,28 @@ class RunConfig:
             )
         if not isinstance(self.levels, int) or isinstance(self.levels, bool) or self.levels < 0:
             raise ConfigError(f"levels = {self.levels!r} must be an integer >= 0")
+        if self.branch.kind and self.branch.first > self.levels:
+            raise ConfigError(
+                f"branch.first = {self.branch.first} is after the last level ({self.levels})"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
         from maskstudy.pruning.schedules import check_schedule_run
 
         check_schedule_run(self)
+
+    # --- what the run trains -------------------------------------------------------------
+    @property
+    def is_branch(self) -> bool:
+        return bool(self.branch.kind)
+
+    def training_rule(self) -> str:
+        """How levels >= 1 train: the branch kind for a branch, else the regime."""
+        return self.branch.kind or self.regime
+
+    def level_range(self) -> range:
+        """The levels this run trains: 0..levels, or branch.first..levels for a branch."""
+        return range(self.branch.first if self.is_branch else 0, self.levels + 1)
 
     # --- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -242,7 +317,8 @@ class RunConfig:
         """Readable prefix + hash of the non-default fields (``levels`` excluded)."""
         body = json.dumps(_non_default(self), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(body.encode()).hexdigest()[:10]
-        return f"{self.model.name}-{self.data.name}-{self.prune.criterion}-{self.regime}-s{self.seed}-{digest}"
+        method = f"{self.regime}.{self.branch.kind}" if self.is_branch else self.regime
+        return f"{self.model.name}-{self.data.name}-{self.prune.criterion}-{method}-s{self.seed}-{digest}"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -284,7 +360,7 @@ def _jsonable(x: Any) -> Any:
 def _non_default(cfg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(cfg):
-        if f.name == "levels":
+        if f.name in ("levels", "first"):  # how much of a run, not which run
             continue
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):

@@ -110,7 +110,7 @@ def execute_task(
                 outcomes[cfg.run_id()] = "busy"
                 continue
             held.callback(lock.release)
-            if levels_done(run_dir) >= cfg.levels + 1:
+            if levels_done(run_dir) >= len(cfg.level_range()):
                 outcomes[cfg.run_id()] = "done"
             elif divergence(run_dir) is not None:
                 outcomes[cfg.run_id()] = "diverged"
@@ -192,7 +192,7 @@ class _Progress:
     """One bar over every level of the sweep, fed by polling DONE files (works for any executor)."""
 
     def __init__(self, out: Path, configs: Sequence[RunConfig], enabled: bool) -> None:
-        self.dirs = [(out / c.run_id(), c.levels + 1) for c in configs]
+        self.dirs = [(out / c.run_id(), len(c.level_range())) for c in configs]
         self.enabled = enabled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -322,9 +322,18 @@ def run_sweep(
     out = Path(out).resolve()
     spec = prepare_sweep_dir(sweep_file, out, extend)
     resources = {**spec.slurm, **(slurm or {})}
-    tasks = plan_tasks(spec.configs, replicas, runs_on_gpu(executor, device, resources))
+    gpu = runs_on_gpu(executor, device, resources)
     root = Path(data_root).resolve() if data_root is not None else None
+    outcomes: Counter = Counter()
     with _Progress(out, spec.configs, progress):
-        if executor == "slurm":
-            return run_slurm(tasks, out, root, device, resources, cluster)
-        return run_local(tasks, out, root, device, jobs or max(1, len(available_devices(device))))
+        for is_branch in (False, True):  # branches read their parents' levels: they go second
+            configs = [c for c in spec.configs if c.is_branch == is_branch]
+            tasks = plan_tasks(configs, replicas, gpu)
+            if not tasks:
+                continue
+            if executor == "slurm":
+                outcomes += run_slurm(tasks, out, root, device, resources, cluster)
+            else:
+                jobs = jobs or max(1, len(available_devices(device)))
+                outcomes += run_local(tasks, out, root, device, jobs)
+    return outcomes

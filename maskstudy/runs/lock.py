@@ -117,11 +117,12 @@ def first_error_line(run_dir: Path) -> str:
     return lines[0] if lines else "(empty error.txt)"
 
 
-def run_state(run_dir: Path, levels: int) -> tuple[str, int, str]:
-    """(state, levels done, detail) of a run directory that may not exist yet."""
+def run_state(run_dir: Path, expected: int) -> tuple[str, int, str]:
+    """(state, levels done, detail) of a run directory that may not exist yet and should hold
+    ``expected`` levels."""
     run_dir = Path(run_dir)
     done = len(Run(run_dir).levels) if (run_dir / "config.json").is_file() else 0
-    if done >= levels + 1:
+    if done >= expected:
         return "done", done, ""
     if is_locked(run_dir):
         return "running", done, ""

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from maskstudy.data import from_config
@@ -30,7 +29,16 @@ from maskstudy.pruning.masks import (
     prunable_names,
 )
 from maskstudy.pruning.saliency import scores_init
-from maskstudy.runs.config import FRESH_REGIMES, RunConfig
+from maskstudy.runs.branch import (
+    FRESH_KINDS,
+    branch_config,
+    branch_mask,
+    check_parent_levels,
+    check_parent_unchanged,
+    parent_weights,
+    rewinds_schedule,
+)
+from maskstudy.runs.config import RunConfig
 from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
@@ -43,6 +51,8 @@ from maskstudy.runs.store import (
     Run,
     create_run,
     inherited_start,
+    open_run,
+    record_parent_mask,
     save_level,
     save_weights,
 )
@@ -64,9 +74,61 @@ def run(
     ]
 
 
+def branch(
+    parent: str | Path | Run,
+    kind: str,
+    *,
+    levels: int | None = None,
+    level: int | None = None,
+    seed: int | None = None,
+    overrides: dict | None = None,
+    out: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    data: Data | None = None,
+) -> Run:
+    """Train (or resume) the ``kind`` branch of the run ``parent`` and return it.
+
+    ``levels = L``: the parent's masks of levels 1..L (default: every level the parent has
+    completed); ``level = L``: only level L; ``seed``: the fresh init and data order (default:
+    the parent's); ``overrides``: dotted fields such as ``train.lr`` or ``rewind_to``. ``out``
+    defaults to the directory holding the parent, so a branch sits beside it in its sweep.
+    """
+    parent = parent if isinstance(parent, Run) else open_run(parent)
+    if levels is None and level is None:
+        pruned = [lv for lv in parent.levels if lv >= 1]
+        if not pruned:
+            raise StoreError(f"{parent.path} has no completed pruned level (>= 1) to branch from")
+        levels = max(pruned)
+    cfg = branch_config(
+        parent.config,
+        kind,
+        levels=levels,
+        level=level,
+        seed=seed,
+        overrides=overrides,
+        parent_id=parent.run_id,
+    )
+    target = Path(out) if out is not None else parent.path.parent
+    return run_group(
+        [cfg],
+        target,
+        data_root=data_root,
+        device=device,
+        progress=progress,
+        data=data,
+        parents=[parent],
+    )[0]
+
+
 def replica_key(cfg: RunConfig) -> str:
-    """Configs with equal keys differ only in seed: they can train side by side as replicas."""
-    return json.dumps(cfg.replace({"seed": 0}).to_dict(), sort_keys=True)
+    """Configs with equal keys differ only in seed (and a branch's parent): they can train side
+    by side as replicas."""
+    d = cfg.to_dict()
+    d["seed"] = 0
+    d["branch"]["parent"] = ""
+    return json.dumps(d, sort_keys=True)
 
 
 @dataclass
@@ -87,17 +149,19 @@ def run_group(
     device: str = "cpu",
     progress: bool = True,
     data: Data | None = None,
+    parents: Sequence[Run | None] | None = None,
 ) -> list[Run]:
     """Run configs that differ only in seed as K replicas trained side by side (one is a plain run).
 
     Each member is pruned on its own and saved as its own ordinary run; levels already on disk
-    are skipped, so members at different levels catch up one level at a time.
+    are skipped, so members at different levels catch up one level at a time. A branch reads
+    its masks from its parent: ``parents[i]``, by default the run ``out/<branch.parent>``.
     """
     if len({replica_key(c) for c in cfgs}) > 1:
         raise ConfigError(
             "run_group trains configs that differ only in seed; group them with replica_key"
         )
-    if len({c.seed for c in cfgs}) < len(cfgs):
+    if len({(c.seed, c.branch.parent) for c in cfgs}) < len(cfgs):
         raise ConfigError(
             "run_group was given the same seed twice; each replica needs its own seed"
         )
@@ -111,9 +175,14 @@ def run_group(
                 f"retrained, as the same config diverges again. Delete {path / DIVERGED_FILE} "
                 "to train it anyway"
             )
+    if parents is None:
+        parents = [open_run(Path(out) / c.branch.parent) if c.is_branch else None for c in cfgs]
     todos = [_levels_to_do(c, path) for c, path in zip(cfgs, paths, strict=True)]
+    for c, parent, todo in zip(cfgs, parents, todos, strict=True):
+        if parent is not None:
+            check_parent_levels(c, parent, todo)
     if not any(todos):
-        return [create_run(path, c) for c, path in zip(cfgs, paths, strict=True)]
+        return [create_run(path, c, p) for c, path, p in zip(cfgs, paths, parents, strict=True)]
     data = data if data is not None else from_config(cfg0.data, data_root, device)
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
     layers = resolve_layers(cfg0, template)
@@ -126,24 +195,36 @@ def run_group(
             f"(train.duration = {cfg0.train.duration!r} = {total} iterations)"
         )
     members = []
-    for c, path, todo in zip(cfgs, paths, todos, strict=True):
-        store = create_run(path, c)  # only now: a config that cannot run leaves nothing behind
+    for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
+        store = create_run(path, c, parent)  # only now: a config that cannot run leaves nothing
+        if parent is not None:
+            check_parent_unchanged(store, parent)
         for leftover in temp_files(path):  # from writes killed before their rename
             leftover.unlink()
         recorded = store.info.get("files", {})  # θ0 may be on disk yet unrecorded: killed
-        if WEIGHT_FILES["init"] not in recorded:
-            save_weights(store, "init", build_model(c, data, seed=c.seed).state_dict())
+        for which, state in initial_weights(c, data, parent).items():
+            if WEIGHT_FILES[which] not in recorded:
+                save_weights(store, which, state)
         members.append(Member(c, store, layers, todo))
-    for level in range(cfg0.levels + 1):
+    for level in sorted({lv for m in members for lv in m.todo}):
         active = [m for m in members if level in m.todo]
-        if active:
-            train_level(active, template, data, level, k, progress)
+        train_level(active, template, data, level, k, progress)
     return [m.store for m in members]
 
 
 def _levels_to_do(cfg: RunConfig, path: Path) -> list[int]:
     done = set(Run(path).levels) if (path / "config.json").is_file() else set()
-    return [lv for lv in range(cfg.levels + 1) if lv not in done]
+    return [lv for lv in cfg.level_range() if lv not in done]
+
+
+def initial_weights(cfg: RunConfig, data: Data, parent: Run | None) -> dict[str, dict]:
+    """θ0 (and θk when it is not trained here) of a new run: drawn with the run's seed; a
+    branch's: a fresh draw (reinit / scratch kinds) or its parent's."""
+    if parent is None:
+        return {"init": build_model(cfg, data, seed=cfg.seed).state_dict()}
+    if cfg.branch.kind in FRESH_KINDS:
+        return {"init": build_model(cfg, data, seed=derive_seed(cfg.seed, "fresh")).state_dict()}
+    return parent_weights(cfg, parent)
 
 
 def train_level(
@@ -219,12 +300,14 @@ def train_together(
     for m, mask, (start, _), result, final, budget, (_, extra) in zip(
         members, masks, starts, results, finals, budgets, picked, strict=True
     ):
+        if m.cfg.is_branch:  # provenance: which parent mask this level trained
+            record_parent_mask(m.store, level)
         if level == 0 and k > 0:
             save_weights(m.store, "rewind", result.snapshot)
         cost = flops_metrics(template, data, mask)  # of the final mask (gradual: the frozen one)
         metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | cost
         metrics |= extra
-        fresh = start if level > 0 and m.cfg.regime in FRESH_REGIMES else None
+        fresh = start if level > 0 and m.cfg.training_rule() == "reinit_prune" else None
         save_level(
             m.store,
             level,
@@ -245,10 +328,13 @@ def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:
 def level_mask(
     store: Run, cfg: RunConfig, model: nn.Module, level: int, layers: Layers, data: Data
 ) -> tuple[Mask, dict]:
-    """Level 0: all prunable weights kept. Level L: prune the weights of level L−1 (or θ0).
+    """Level 0: all prunable weights kept. Level L: prune the weights of level L−1 (or θ0); a
+    branch takes its parent's mask of the level instead (maskstudy.runs.branch).
 
     Returns the mask and the level metrics its criterion adds (pca: widths and spectra).
     """
+    if cfg.is_branch:
+        return branch_mask(cfg, store.parent, level), {}
     if level == 0:
         return full_mask(model, exclude=layers.exclude), {}
     p = cfg.prune
@@ -276,32 +362,19 @@ def level_mask(
             target=p.drop_target,
             generator=generator(cfg.seed, "prune", level),
         )
-    if cfg.regime == "random_mask":
-        mask = shuffled_mask(mask, generator(cfg.seed, "random_mask", level))
     return mask, extra
-
-
-def shuffled_mask(mask: Mask, gen: torch.Generator) -> Mask:
-    """A uniformly random mask with the same number of kept weights in every tensor."""
-    out = {}
-    for name, m in mask.items():
-        order = torch.randperm(m.numel(), generator=gen)
-        flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[order[: int(m.sum())]] = True
-        out[name] = flat.view(m.shape).to(m.device)
-    return out
 
 
 def starting_point(
     store: Run, cfg: RunConfig, data: Data, level: int, k: int, mask: Mask
 ) -> tuple[dict, int]:
     """The weights level ``level`` (trained with ``mask``) starts from, and its first step."""
-    if level > 0 and cfg.regime in FRESH_REGIMES:  # scratch_e / scratch_b: their own stream
-        tag = "reinit" if cfg.regime == "reinit" else "scratch"
-        fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, tag, level))
+    if level == 0:
+        return inherited_start(store, level, mask), 0
+    if cfg.training_rule() == "reinit_prune":  # a new draw at every level, its own stream
+        fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, "reinit", level))
         return fresh.state_dict(), 0
-    step = k if level > 0 and cfg.regime in ("rewind", "random_mask") else 0
-    return inherited_start(store, level, mask), step
+    return inherited_start(store, level, mask), (k if rewinds_schedule(cfg) else 0)
 
 
 def level_metrics(level: int, mask: Mask, final: dict, start_step: int) -> dict:

@@ -52,4 +52,5 @@ def saliency_level(
         rounding=p.rounding,
         rounds=p.saliency.rounds,
         variance=p.saliency.variance,
+        temperature=p.saliency.temperature,
     )

@@ -27,6 +27,7 @@ from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import RunConfig, TrainConfig
 from maskstudy.runs.steps import to_iterations
 from maskstudy.train import iterations_per_epoch
+from maskstudy.train.optim import lr_factor
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,25 @@ class Budget:
 
 
 def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask: Mask) -> Budget:
-    """The level's TrainConfig (scratch_b levels >= 1: scaled by the FLOPs ratio of ``mask``)."""
+    """The level's TrainConfig: levels >= 1 of scratch_b scale it by the FLOPs ratio of
+    ``mask``; finetune levels >= 1 train it at the schedule's final learning rate."""
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    train = cfg.train
-    if cfg.regime == "scratch_b" and level > 0:
+    train, rule = cfg.train, cfg.training_rule()
+    if rule == "scratch_b" and level > 0:
         cost = flops_metrics(model, data, mask)
         ratio = budget_ratio(cost["flops_dense"], cost["flops"], cfg.scratch_cap, level)
         train = scaled_train(train, per_epoch, ratio)
+    if rule == "finetune" and level > 0:
+        train = at_final_lr(train, per_epoch)
     return Budget(train, {"train_iterations": to_iterations(train.duration, per_epoch)})
+
+
+def at_final_lr(train: TrainConfig, per_epoch: int) -> TrainConfig:
+    """``train`` continued at the learning rate of its schedule's last step, held constant:
+    fine-tuning (Han et al. 2015; Liu et al. 2019), as opposed to replaying the schedule."""
+    last = to_iterations(train.duration, per_epoch) - 1
+    lr = train.lr * lr_factor(train, per_epoch)(last)
+    return dataclasses.replace(train, lr=lr, schedule="constant", milestones=(), warmup="0it")
 
 
 def flops_metrics(model: nn.Module, data: Data, mask: Mask) -> dict[str, Any]:

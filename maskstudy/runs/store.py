@@ -8,6 +8,7 @@ half-written or altered file is detected on read (``maskstudy.runs.verify`` chec
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import maskstudy
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.pruning.drop import revived_start
 from maskstudy.pruning.masks import Mask
-from maskstudy.runs.config import FRESH_REGIMES, RunConfig
+from maskstudy.runs.config import MOVED_REGIMES, RunConfig
 from maskstudy.runs.files import (
     digest,
     is_temp_file,
@@ -39,6 +40,7 @@ WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
 HISTORY_FILE = "history.jsonl"
+SCHEMA = 2  # config.json format: 2 = regimes as named since branches (finetune at the final LR)
 SIDE_FILES = (".lock", "error.txt")  # a sweep's lock and failure record may precede config.json
 
 
@@ -70,7 +72,7 @@ class Run:
         if not isinstance(self.info, dict) or not isinstance(self.info.get("config"), dict):
             raise StoreError(f"{info_path} has no 'config' table; the file is damaged")
         try:
-            self.config = RunConfig.from_dict(self.info["config"])
+            self.config = RunConfig.from_dict(legacy_config(self.info, info_path))
         except ConfigError as e:
             raise StoreError(
                 f"{info_path} holds an invalid config ({e}); the file is damaged"
@@ -79,6 +81,22 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, levels={self.levels})"
+
+    @property
+    def parent(self) -> Run | None:
+        """The run whose masks this branch trains (None for an ordinary run)."""
+        if not self.config.is_branch:
+            return None
+        where = self.info.get("parent", {}).get("path")
+        if not isinstance(where, str):
+            raise StoreError(f"{self.path / 'config.json'} records no parent path; it is damaged")
+        parent = Run((self.path / where).resolve())
+        if parent.run_id != self.config.branch.parent:
+            raise StoreError(
+                f"{parent.path} holds run {parent.run_id}, not this branch's parent "
+                f"{self.config.branch.parent}; the parent directory was moved or replaced"
+            )
+        return parent
 
     # --- levels -------------------------------------------------------------------------------
     @property
@@ -152,7 +170,7 @@ class Run:
         """The unmasked weights level ``level`` started from (the mask is applied on top)."""
         if level is None:
             raise StoreError("weights(which='start') needs a level")
-        if level > 0 and self.config.regime in FRESH_REGIMES:  # fresh weights, stored with it
+        if level > 0 and self.config.training_rule() == "reinit_prune":  # stored with the level
             return self._level_tensors(level, START_FILE, "start")
         return inherited_start(self, level, self.mask(level))
 
@@ -223,18 +241,39 @@ def history_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def inherited_start(run: Run, level: int, mask: Mask) -> dict[str, torch.Tensor]:
-    """The weights level ``level`` (pruned to ``mask``) starts from when its regime draws no
-    fresh ones: θ0 at level 0; finetune: level L−1's trained weights (Drop Pruning with
-    ``drop_revive = "last"``: revived weights at their last alive value); rewind and
-    random_mask: θk (θ0 when the run rewinds to 0it)."""
+    """The weights level ``level`` (pruned to ``mask``) starts from unless they are drawn fresh
+    (reinit_prune): θ0 at level 0; finetune and lr_rewind: level L−1's trained weights, the
+    parent's for a branch (Drop Pruning with ``drop_revive = "last"``: revived weights at their
+    last alive value); every other rule: the run's own θk (θ0 when it rewinds to 0it; a
+    reinit or scratch branch's θ0 is its fresh init)."""
     if level == 0:
         return run.weights(which="init")
-    if run.config.regime == "finetune":
+    if run.config.training_rule() in ("finetune", "lr_rewind"):
+        source = run.parent or run
         if run.config.prune.drop_revive == "last":
-            return revived_start(run.weights, run.mask, level, mask)
-        return run.weights(level - 1)
+            return revived_start(source.weights, source.mask, level, mask)
+        return source.weights(level - 1)
     rewound = WEIGHT_FILES["rewind"] in run.info.get("files", {})  # θk exists iff k > 0
     return run.weights(which="rewind" if rewound else "init")
+
+
+def legacy_config(info: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The stored config, with regimes renamed when it predates branches (schema 1): its
+    'finetune' replayed the schedule (now 'lr_rewind') and its 'reinit' pruned again
+    ('reinit_prune'); its scratch and random-mask regimes have no run equivalent."""
+    config = info["config"]
+    if info.get("schema", 1) >= SCHEMA:
+        return config
+    regime = config.get("regime", "rewind")
+    renamed = {"finetune": "lr_rewind", "reinit": "reinit_prune"}
+    if regime in renamed:
+        return {**config, "regime": renamed[regime]}
+    if regime in MOVED_REGIMES:
+        raise StoreError(
+            f"{where} is a regime = {regime!r} run from before branches, which pruned its own "
+            f"weights; that experiment is not offered any more: {MOVED_REGIMES[regime]}"
+        )
+    return config
 
 
 def open_run(path: str | Path) -> Run:
@@ -243,7 +282,25 @@ def open_run(path: str | Path) -> Run:
 
 
 # --- writing -------------------------------------------------------------------------------------
-def create_run(run_dir: Path, cfg: RunConfig) -> Run:
+def _identity(cfg: RunConfig) -> dict[str, Any]:
+    """The config without what only says how much of the run to train."""
+    d = cfg.to_dict()
+    d.pop("levels")
+    d["branch"].pop("first")
+    return d
+
+
+def _parent_record(run_dir: Path, parent: Run) -> dict[str, Any]:
+    """Where a branch's parent lies (relative to the branch when they share a root) and the
+    sha256 of each parent mask the branch trains, filled in level by level."""
+    try:
+        where = os.path.relpath(parent.path.resolve(), run_dir.resolve())
+    except ValueError:  # another drive (Windows)
+        where = str(parent.path.resolve())
+    return {"run_id": parent.run_id, "path": where, "masks": {}}
+
+
+def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
     """Create ``run_dir`` for ``cfg``, or reopen it if it holds the same config (levels may differ).
 
     A directory holding another config is never touched: StoreError.
@@ -252,18 +309,21 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
     info_path = run_dir / "config.json"
     if info_path.is_file():
         run = Run(run_dir)
-        old, new = run.config.to_dict(), cfg.to_dict()
-        old.pop("levels"), new.pop("levels")
+        old, new = _identity(run.config), _identity(cfg)
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new[k])
             raise StoreError(
                 f"{run_dir} already holds a run with a different config (differs in: "
                 f"{', '.join(diff)}); nothing was written. Use another --out directory."
             )
-        if cfg.levels > run.config.levels:
-            run.info["config"]["levels"] = cfg.levels
+        have = run.config.level_range()
+        first, last = min(have.start, cfg.level_range().start), max(have.stop, cfg.levels + 1) - 1
+        if (first, last) != (have.start, have.stop - 1):  # asked for more: the run grows
+            run.info["config"]["levels"] = last
+            if cfg.is_branch:
+                run.info["config"]["branch"]["first"] = first
             write_json(info_path, run.info)
-            run.config = cfg
+            run.config = RunConfig.from_dict(run.info["config"])
         return run
     others = [
         p  # a lock, an error record and temp files of a killed first write are ours
@@ -275,9 +335,13 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
             f"{run_dir} exists and is not a maskstudy run directory (no config.json); "
             "nothing was written. Choose an empty or new directory."
         )
+    if cfg.is_branch and parent is None:
+        raise StoreError(f"{run_dir}: a branch is created with its parent run directory")
     info = {
         "run_id": cfg.run_id(),
+        "schema": SCHEMA,
         "config": cfg.to_dict(),
+        **({"parent": _parent_record(run_dir, parent)} if parent is not None else {}),
         "seed": cfg.seed,
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -285,6 +349,16 @@ def create_run(run_dir: Path, cfg: RunConfig) -> Run:
     }
     write_json(info_path, info)
     return Run(run_dir)
+
+
+def record_parent_mask(run: Run, level: int) -> None:
+    """Record in a branch's config.json the sha256 of the parent mask its ``level`` trains."""
+    parent = run.parent
+    sha = parent._done(level)["files"]["mask.safetensors"]
+    record = run.info["parent"]
+    if record["masks"].get(str(level)) != sha:
+        record["masks"][str(level)] = sha
+        write_json(run.path / "config.json", run.info)
 
 
 def save_weights(run: Run, which: str, state: dict[str, torch.Tensor]) -> None:

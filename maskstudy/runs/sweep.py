@@ -16,6 +16,9 @@ product), tied axes that vary together, and seeds::
     "train.duration" = ["4ep", "8ep"]
     [slurm]
     timeout_min = 120
+    [branches]                          # controls trained on the runs' masks (runs/branch.py)
+    kinds = ["reinit", "random_mask"]
+    of = { regime = "rewind" }          # optional: which runs are parents (default: all)
 
 A sweep directory holds ``sweep.toml`` and ordinary run directories, so everything that reads
 one run reads a sweep.
@@ -35,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.runs.branch import branch_config
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.lock import run_state
 from maskstudy.runs.presets import get_preset
@@ -42,14 +46,26 @@ from maskstudy.runs.store import Run
 from maskstudy.runs.table import runs_frame
 
 SWEEP_FILE = "sweep.toml"
-TOP_LEVEL = ("preset", "base", "levels", "seeds", "grid", "tied", "slurm", "name", "description")
+TOP_LEVEL = (
+    "preset",
+    "base",
+    "levels",
+    "seeds",
+    "grid",
+    "tied",
+    "branches",
+    "slurm",
+    "name",
+    "description",
+)
+BRANCH_KEYS = ("kinds", "of", "seeds", "set")
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     """A parsed sweep file: the configs it expands to and the Slurm resources it asks for."""
 
-    configs: list[RunConfig]
+    configs: list[RunConfig]  # the runs, then their branches
     slurm: dict[str, Any] = field(default_factory=dict)
     axes: tuple[str, ...] = ()  # the fields that vary across the sweep (dotted names)
 
@@ -163,6 +179,7 @@ def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
     try:
         base = (get_preset(preset) if preset is not None else RunConfig()).replace(overrides)
         configs = [base.replace(point) for point in _points(spec, where)]
+        configs += _branches(spec, configs, where)
     except ConfigError as e:
         raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     axes = sorted(set(grid_names(spec, where)) | {k for g in _tied_groups(spec, where) for k in g})
@@ -175,7 +192,64 @@ def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
         )
     if "seeds" in spec:
         axes.append("seed")
+    if "branches" in spec:
+        axes.append("branch.kind")
     return SweepSpec(configs, dict(slurm), tuple(axes))
+
+
+def _branch_tables(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """``[branches]`` or ``[[branches]]``, each checked for its keys."""
+    tables = spec.get("branches", [])
+    tables = [tables] if isinstance(tables, dict) else tables
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where}: write branches as a [branches] table (or [[branches]] tables)")
+    for table in tables:
+        unknown = sorted(set(table) - set(BRANCH_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {unknown} in [branches]; allowed: {', '.join(BRANCH_KEYS)}"
+            )
+        kinds = table.get("kinds")
+        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+            raise ConfigError(
+                f'{where}: [branches] needs kinds = [...], e.g. kinds = ["reinit", "scratch_b"]'
+            )
+    return tables
+
+
+def _matches(cfg: RunConfig, of: Mapping[str, Any], where: str) -> bool:
+    """Whether a run is a parent under the ``of`` filter (a value or a list of values per field)."""
+    for path, wanted in dotted(of).items():
+        try:
+            value = _field(cfg, path)
+        except AttributeError:
+            raise ConfigError(
+                f"{where}: [branches] of names {path!r}, which is not a config field"
+            ) from None
+        if value not in (wanted if isinstance(wanted, list) else [wanted]):
+            return False
+    return True
+
+
+def _branches(spec: Mapping[str, Any], runs: list[RunConfig], where: str) -> list[RunConfig]:
+    """The branch configs of a sweep file: each kind of each [branches] table, for every run
+    its ``of`` filter picks (and every seed of its ``seeds``, default the parent's)."""
+    out = []
+    for table in _branch_tables(spec, where):
+        of, overrides = _table(table, "of", where), dotted(_table(table, "set", where))
+        seeds = (
+            _axis_values("branches.seeds", table["seeds"], where) if "seeds" in table else [None]
+        )
+        parents = [c for c in runs if _matches(c, of, where)]
+        if not parents:
+            raise ConfigError(f"{where}: [branches] of = {of!r} picks none of the sweep's runs")
+        for parent in parents:
+            out += [
+                branch_config(parent, kind, seed=seed, overrides=overrides)
+                for kind in table["kinds"]
+                for seed in seeds
+            ]
+    return out
 
 
 def read_sweep(path: str | Path) -> SweepSpec:
@@ -235,13 +309,14 @@ class Sweep:
         """One row per run: state (one of RUN_STATES), levels done, detail (error or divergence)."""
         rows = []
         for cfg in self.spec.configs:
-            state, done, detail = run_state(self.path / cfg.run_id(), cfg.levels)
+            expected = len(cfg.level_range())
+            state, done, detail = run_state(self.path / cfg.run_id(), expected)
             rows.append(
                 {
                     "run_id": cfg.run_id(),
                     **{axis: _field(cfg, axis) for axis in self.spec.axes},
                     "state": state,
-                    "levels": f"{done}/{cfg.levels + 1}",
+                    "levels": f"{done}/{expected}",
                     "detail": detail,
                 }
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from maskstudy.runs.config import REGIMES
 from maskstudy.runs.store import Run
 
 # Short column names for the fields every comparison groups by.
@@ -40,9 +41,30 @@ def run_name(run: Any) -> str:
 
 
 def config_columns(run: Any) -> dict[str, Any]:
-    """run_id, the aliases (model, criterion, regime, seed, ...) and every dotted config field."""
+    """run_id, the aliases (model, criterion, regime, seed, ...), ``branch`` (the branch kind,
+    "" for a run) and ``parent`` (its parent's run id), and every dotted config field.
+
+    A branch's ``regime`` column is its kind, so tables and figures show a control as its own
+    method beside its parent; ``parent_regime`` keeps the regime that found its masks."""
     flat = flatten(run.config.to_dict())
-    return {"run_id": run_name(run), **{a: flat[k] for k, a in ALIASES.items()}, **flat}
+    kind = flat["branch.kind"]
+    return {
+        "run_id": run_name(run),
+        **{a: flat[k] for k, a in ALIASES.items()},
+        **flat,
+        "branch": kind,
+        "parent": flat["branch.parent"],
+        "parent_regime": flat["regime"] if kind else "",
+        "regime": method_regime(flat["regime"], kind),
+    }
+
+
+def method_regime(regime: str, kind: str) -> str:
+    """The training a figure names: the regime of a run, the kind of a branch (marked as a
+    branch where a kind shares a regime's name: a finetune branch is not a finetune run)."""
+    if not kind:
+        return regime
+    return f"{kind} (branch)" if kind in REGIMES else kind
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:

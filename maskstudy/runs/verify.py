@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 
 from maskstudy.errors import MaskstudyError, StoreError
-from maskstudy.runs.config import FRESH_REGIMES
 from maskstudy.runs.files import (
     digest,
     is_temp_file,
@@ -27,6 +26,7 @@ from maskstudy.runs.files import (
 from maskstudy.runs.store import (
     HISTORY_FILE,
     LEVEL_FILES,
+    SCHEMA,
     START_FILE,
     WEIGHT_FILES,
     Run,
@@ -111,8 +111,11 @@ def check_run(run_dir: Path, name: str) -> list[dict[str, Any]]:
         rows.append(_row(name, level, file, status, detail))
 
     info = _check_config(run_dir, add)
-    reinit = info is not None and info["config"].get("regime") in FRESH_REGIMES
-    complete = _check_levels(run_dir, reinit, add)
+    config = info["config"] if info is not None else {}
+    branch = config.get("branch") or {}
+    reinit = config.get("regime") in ("reinit_prune", "reinit") and not branch.get("kind")
+    first = branch.get("first", 1) if branch.get("kind") else 0
+    complete = _check_levels(run_dir, reinit, first, add)
     if info is not None:
         _check_weights(run_dir, info, bool(complete), add)
     _check_history(run_dir, complete, add)
@@ -137,7 +140,7 @@ def _check_config(run_dir: Path, add) -> dict | None:
     except StoreError as e:
         add(None, path.name, _unreadable_status(path.read_bytes()), str(e))
         return None
-    if run.info.get("run_id") != run.config.run_id():
+    if run.info.get("schema", 1) >= SCHEMA and run.info.get("run_id") != run.config.run_id():
         add(
             None,
             path.name,
@@ -175,16 +178,17 @@ def _check_weights(run_dir: Path, info: dict, has_levels: bool, add) -> None:
             add(None, name, "missing", "levels are complete but θ0 was never recorded")
 
 
-def _check_levels(run_dir: Path, reinit: bool, add) -> dict[int, dict]:
-    """Each level directory: its DONE and every file DONE records (a reinitialising run's levels
-    ≥ 1 also record their start weights). Returns the complete levels."""
+def _check_levels(run_dir: Path, reinit: bool, first: int, add) -> dict[int, dict]:
+    """Each level directory from ``first`` on (a branch may start after 0): its DONE and every
+    file DONE records (a reinitialising run's levels ≥ 1 also record their start weights).
+    Returns the complete levels."""
     root = run_dir / "levels"
     numbers = (
         sorted(int(d.name) for d in root.iterdir() if d.name.isdigit()) if root.is_dir() else []
     )
     last = max((n for n in numbers if (level_dir(run_dir, n) / "DONE").is_file()), default=-1)
     complete: dict[int, dict] = {}
-    for level in range(last + 1):
+    for level in range(first, last + 1):
         if level not in numbers:
             add(
                 level,
