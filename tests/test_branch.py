@@ -17,6 +17,7 @@ from maskstudy import branch, open_run
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.models import build
+from maskstudy.plots.figures import Tables, _method_pairs
 from maskstudy.pruning.masks import kept_total
 from maskstudy.runs.branch import branch_config, branch_mask
 from maskstudy.runs.config import (
@@ -34,6 +35,7 @@ from maskstudy.runs.run import run
 from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.store import level_dir
 from maskstudy.runs.sweep import open_sweep, parse_sweep
+from maskstudy.runs.table import with_parent_dense
 
 T = 16  # iterations per level
 LR, GAMMA = 0.05, 0.1
@@ -660,6 +662,27 @@ def test_run_sweep_trains_parents_then_branches_and_tables_them(tmp_path):
     rewind = open_run(tmp_path / "out" / by_kind.loc["rewind", "run_id"])
     assert rewind.levels == [0, 1, 2] and (rewind.path / "rewind.safetensors").is_file()
     assert sorted(kids.loc[kids["branch"] != "rewind", "level"].unique()) == [1, 2]
+    # P4 names each side by its method: a run by its regime, a branch by its kind
+    pairs = _method_pairs(Tables(sweep.runs, None))
+    named = {frozenset(p) for p in zip(pairs["value_a"], pairs["value_b"], strict=True)}
+    assert {frozenset({"rewind", "reinit"}), frozenset({"rewind", "finetune"})} <= named
+    assert frozenset({"reinit", "finetune (branch)"}) in named
+    same_mask = pairs[
+        pairs["value_a"].isin(["rewind", "reinit"]) & pairs["value_b"].isin(["rewind", "reinit"])
+    ]
+    assert (same_mask.query("layer == 'all'")["jaccard"] == 1.0).all()  # the ticket's own masks
+    # curves over % remaining: each branch starts at its parent's dense level 0, seed for seed
+    at0 = with_parent_dense(frame).query("level == 0")
+    assert sorted(at0["regime"]) == sorted(
+        ["finetune"] * 2
+        + ["rewind"] * 2
+        + ["reinit"] * 2
+        + ["finetune (branch)"] * 2
+        + ["rewind (branch)"]
+    )
+    dense = runs[runs["level"] == 0].set_index("run_id")["test_acc"]
+    copies = at0[at0["regime"] == "reinit"]
+    assert copies["test_acc"].tolist() == dense.loc[copies["run_id"]].tolist()
 
 
 # --- regressions: a Drop Pruning parent, a parent stored before the regimes were renamed -----

@@ -1,4 +1,4 @@
-"""Drop Pruning (papers.md §3.3): one drop step, its expected flow to the fixed point, configs,
+"""Drop Pruning: one drop step, its expected flow to the fixed point, configs,
 a stored non-nested run, and the revival analysis of it."""
 
 import math

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from maskstudy.analysis.stats import bootstrap_ci, compare_methods, permutation_test, summarize
+from maskstudy.analysis.stats import (
+    bootstrap_ci,
+    compare_methods,
+    interval_table,
+    method_tables,
+    permutation_test,
+    summarize,
+)
 from maskstudy.errors import ConfigError
 
 ALTERNATIVES = ("two-sided", "less", "greater")
@@ -232,3 +239,23 @@ def test_compare_methods_errors(runs_frame):
         compare_methods(runs_frame, "acc", "regime", "rewind", "reinit", match="epoch")
     with pytest.raises(ConfigError, match="two different methods"):
         compare_methods(runs_frame, "acc", "regime", "rewind", "rewind")
+
+
+def test_interval_and_method_tables_format_the_bootstrap_of_each_group():
+    rows = [
+        {"level": lv, "seed": s, "regime": m, "acc": 0.9 + 0.01 * lv + 0.002 * s + d,
+         "percent_remaining": 100 * 0.8**lv}
+        for lv in (0, 1) for s in (0, 1, 2) for m, d in (("rewind", 0.0), ("reinit", -0.01))
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    table = interval_table(frame, "acc", "level", "regime", scale=100, digits=2)
+    mean, low, high = bootstrap_ci(frame.query("level == 1 and regime == 'reinit'")["acc"])
+    assert table.set_index("level").loc[1, "reinit"] == (
+        f"{100 * mean:.2f} [{100 * low:.2f}, {100 * high:.2f}] (3)"
+    )
+    tables = method_tables(frame, "rewind", ["reinit", "shuffle"], [("acc", 100, 1)])
+    assert list(tables["acc"].columns) == ["level", "percent_remaining", "rewind", "reinit"]
+    assert tables["acc"]["percent_remaining"].tolist() == [100.0, 80.0]
+    expected = compare_methods(frame, "acc", "regime", "rewind", "reinit", paired_on="seed")
+    pd.testing.assert_frame_equal(tables["tests"], expected)
+    assert tables["tests"]["difference"].tolist() == pytest.approx([0.01, 0.01])

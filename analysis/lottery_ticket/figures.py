@@ -1,8 +1,11 @@
-"""Figures and table of the lottery-ticket study (Frankle & Carbin 2019, Fig. 3/4 on MNIST).
+"""Figures and tables of the lottery-ticket study (Frankle & Carbin 2019, Fig. 3/4 on MNIST).
 
 Accuracy and early-stopping iteration vs % of weights remaining for the winning ticket (rewind to
-θ0), a random reinitialisation and a random mask; how the masks of rewind and reinit overlap;
-how stable the ticket's weights are across levels. Reads a finished or partial sweep.
+θ0) and its controls, branches trained on the ticket's own masks: reinit (a fresh init),
+random_mask (a random mask with the ticket's per-layer counts) and shuffle (the ticket's mask
+permuted within each layer). Tables give the mean over seeds with a 95 % bootstrap interval and
+the number of seeds; the ticket is compared with each control by a paired sign-flip permutation
+test over seeds. Reads a finished or partial sweep.
 
     python analysis/lottery_ticket/figures.py SWEEP_DIR [--out DIR] [--format pdf,png]
 """
@@ -15,29 +18,22 @@ from pathlib import Path
 import pandas as pd
 
 import maskstudy
+from maskstudy.analysis.stats import method_tables
 from maskstudy.plots import draw_figures
+from maskstudy.runs.table import with_parent_dense
 
 FIGURES = [
     "p1_accuracy",
     "p1_early_stop",
-    "p4_regime_overlap",
     "p7_stability",
     "p7_weight_scatter",
     "mds_masks",
 ]
 
 
-def level_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per level and regime, over seeds: % remaining, final and early-stop test accuracy and the
-    early-stopping iteration (the quantities of the paper's Fig. 3/4)."""
-    values = ["test_acc", "early_stop_test_acc", "early_stop_step"]
-    table = frame.groupby(["level", "regime"])[["percent_remaining", *values]].mean()
-    table["seeds"] = frame.groupby(["level", "regime"])["seed"].nunique()
-    wide = table.unstack("regime")
-    wide.columns = [f"{value}[{regime}]" for value, regime in wide.columns]
-    remaining = wide.filter(like="percent_remaining").mean(axis=1).round(2)
-    wide = wide.drop(columns=wide.filter(like="percent_remaining").columns)
-    return wide.assign(percent_remaining=remaining).reset_index()
+TICKET = "rewind"
+CONTROLS = ("reinit", "random_mask", "shuffle")
+VALUES = (("test_acc", 100, 2), ("early_stop_test_acc", 100, 2), ("early_stop_step", 1, 0))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,11 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.sweep / "study"
     sweep = maskstudy.open_sweep(args.sweep)
     frame = sweep.frame()
-    table = level_table(frame)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "lth_table.csv", index=False)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.round(4).to_string(index=False))
+    tables = method_tables(with_parent_dense(frame), TICKET, CONTROLS, VALUES)
+    for name, table in tables.items():
+        table.to_csv(out / f"lth_{name}.csv", index=False)
+        with pd.option_context("display.width", 250, "display.max_columns", 20):
+            print(f"\n{name}\n{table.round(4).to_string(index=False)}")
     formats = args.format.split(",")
     print(draw_figures(sweep.runs, out, formats=formats, names=FIGURES, tables={"runs": frame}))
     print(f"figures and table: {out}")

@@ -1,4 +1,4 @@
-"""Figures and tables of the Paganini & Forde study (papers.md §1.4.7, P1–P8 and the mask map).
+"""Figures and tables of the Paganini & Forde study (P1–P8 and the mask map).
 
 Every figure the sweep supports (accuracy vs % remaining per criterion × regime, mask overlap
 across seeds / criteria / regimes against the chance baseline, conv structure for LeNet-5,

@@ -1,4 +1,4 @@
-"""Linear mode connectivity (papers.md §2.3, §7.5; S4 of §1.4.5): train two copies of a level
+"""Linear mode connectivity (Frankle et al. 2020; docs/methods.md#linear-mode-connectivity-analysislmc): train two copies of a level
 from the same start with different data orders, then measure the error along the straight line
 between them. The error barrier sup_α E(αW¹ + (1−α)W²) − ½(E(W¹) + E(W²)) is ≈ 0 for a
 network that is stable to SGD noise; Frankle et al. call it stable below 2 %.

@@ -437,7 +437,8 @@ def overlap_table(
         for run in runs:
             flat = flatten(run.config.to_dict())
             value = flat.pop(field)
-            flat.pop("levels", None)
+            for how_much in ("levels", "branch.parent", "branch.first"):  # not what a run is
+                flat.pop(how_much, None)
             groups.setdefault(tuple(sorted(flat.items())), []).append((run, value))
         for members in groups.values():
             rows += _group_rows(members, levels, layers)

@@ -1,4 +1,4 @@
-"""Non-nested mask trajectories (Drop Pruning, papers.md §3.3): what each step revived and
+"""Non-nested mask trajectories (Drop Pruning): what each step revived and
 removed, how much consecutive masks overlap, and how often each weight flipped.
 
 IMP masks are nested, so a step only removes weights and J(Mᵗ, Mᵗ⁺¹) is just the density

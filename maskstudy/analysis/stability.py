@@ -1,4 +1,4 @@
-"""Weight stability across pruning levels (papers.md §1.4.5 S1–S3): how far the surviving
+"""Weight stability across pruning levels (S1–S3, docs/methods.md#weight-stability-analysisstability): how far the surviving
 weights of a sub-network land from the dense solution, how much consecutive levels agree,
 and which weights move during training; plus one tidy table over stored runs.
 
@@ -167,7 +167,7 @@ def mask_persistence(before: MaskLike, after: MaskLike) -> float:
     """Share of the weights ``after`` keeps that ``before`` kept too: |B∧A| / |A|.
 
     1 for nested masks (iterative magnitude pruning), ≈ the density of ``before`` for an
-    ``after`` drawn at random (the ``random_mask`` regime); nan if ``after`` keeps nothing."""
+    ``after`` drawn at random (a ``random_mask`` branch); nan if ``after`` keeps nothing."""
     b, a = _mask_parts(before, "before"), _mask_parts(after, "after")
     if set(b) != set(a) or any(b[k].shape != a[k].shape for k in a):
         raise ConfigError("before and after must be masks over the same tensors of one model")

@@ -176,6 +176,58 @@ def summarize(
     return pd.DataFrame(rows, columns=[*by, "mean", "sd", "n", "ci_low", "ci_high"])
 
 
+def interval_table(
+    frame: pd.DataFrame,
+    value: str,
+    index: str | Sequence[str],
+    columns: str,
+    scale: float = 1.0,
+    digits: int = 2,
+    **bootstrap: Any,
+) -> pd.DataFrame:
+    """A wide table for a README: one row per ``index``, one column per ``columns`` value,
+    each cell ``mean [ci_low, ci_high] (n)`` of ``value`` × ``scale`` (:func:`summarize`'s
+    bootstrap interval over the group's rows, e.g. seeds); empty where a group has no rows."""
+    index = _names(index)
+    stats_ = summarize(frame, value, [*index, columns], **bootstrap)
+
+    def cell(row: pd.Series) -> str:
+        mean, low, high = (scale * row[c] for c in ("mean", "ci_low", "ci_high"))
+        interval = "" if math.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{mean:.{digits}f}{interval} ({row['n']})"
+
+    stats_["cell"] = stats_.apply(cell, axis=1)
+    wide = stats_.pivot(index=index, columns=columns, values="cell").fillna("")
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def method_tables(
+    frame: pd.DataFrame,
+    reference: str,
+    others: Sequence[str],
+    values: Sequence[tuple[str, float, int]],
+    method_col: str = "regime",
+) -> dict[str, pd.DataFrame]:
+    """A study's tables: per level, one :func:`interval_table` per (value, scale, digits) with
+    the methods ``reference``, ``*others`` as columns (% remaining beside the level), and
+    ``reference`` against each other method by a paired permutation test over seeds."""
+    present = [m for m in (reference, *others) if m in set(frame[method_col])]
+    remaining = frame.groupby("level")["percent_remaining"].mean().round(1)
+    tables = {}
+    for value, scale, digits in values:
+        table = interval_table(frame, value, "level", method_col, scale=scale, digits=digits)
+        table.insert(1, "percent_remaining", table["level"].map(remaining))
+        tables[value] = table[["level", "percent_remaining", *present]]
+    tests = [
+        compare_methods(frame, values[0][0], method_col, reference, m, paired_on="seed")
+        for m in present
+        if m != reference
+    ]
+    tables["tests"] = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()
+    return tables
+
+
 # --- permutation tests ----------------------------------------------------------------------
 def _blocks(rows: Iterator[Any], size: int) -> Iterator[np.ndarray]:
     while block := list(islice(rows, size)):

@@ -1,4 +1,4 @@
-"""Paper figures (papers.md §1.4.7 P1–P8 and the map of masks): one function per figure over
+"""Paper figures (P1–P8 and the map of masks; docs/methods.md#analyses): one function per figure over
 the tidy tables, and :func:`draw_figures` for every figure a set of runs supports."""
 
 from maskstudy.plots.accuracy import accuracy_vs_remaining

@@ -200,6 +200,21 @@ def _mask_map(t: Tables) -> Figure:
     return mask_map(mask_embedding(pruned, _common_level(pruned)))
 
 
+def _method_pairs(t: Tables) -> pd.DataFrame:
+    """P4's rows: runs compared along the regime, and branches along their kind (with their
+    parent and with each other), each side named as the figures name its method."""
+    overlap = t["overlap"]
+    if overlap.empty:
+        raise Unsupported(NO_REGIMES)
+    rows = overlap[overlap["along"].isin(["regime", "branch.kind"]) & (overlap["level"] > 0)]
+    if rows.empty:
+        raise Unsupported(NO_REGIMES)
+    method = t["runs"].drop_duplicates("run_id").set_index("run_id")["regime"]
+    return rows.assign(
+        along="regime", value_a=rows["run_a"].map(method), value_b=rows["run_b"].map(method)
+    )
+
+
 def _early_stop(t: Tables) -> Figure:
     frame = t["runs"]
     if "early_stop_step" not in frame or frame["early_stop_step"].isna().all():
@@ -223,7 +238,7 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
     "p2_seed_overlap_layers": _seed_layers,
     "p3_criterion_heatmap": lambda t: criterion_heatmap(_pairs(t, "prune.criterion", NO_CRITERIA)),
     "p3_criterion_heatmap_layers": _criterion_layers,
-    "p4_regime_overlap": lambda t: regime_overlap(_pairs(t, "regime", NO_REGIMES)),
+    "p4_regime_overlap": lambda t: regime_overlap(_method_pairs(t)),
     "p5_conv_masks": _conv_masks,
     "p6_dead_conv_units": lambda t: dead_units_vs_level(
         _units(t, CONV_UNITS, "no conv layers: no kernels, filters or channels")

@@ -1,4 +1,4 @@
-"""Drop Pruning (Jia et al. 2018; papers.md §3.3): stochastic drop-away and drop-back.
+"""Drop Pruning (Jia et al. 2018; docs/methods.md#drop-pruning-drop): stochastic drop-away and drop-back.
 
 One step on a tensor with n of its N weights alive: the candidates are the weights magnitude
 pruning at rate r would remove (the lowest-|w| fraction r of the alive weights: per layer, or
@@ -13,7 +13,7 @@ overrides r per tensor), p_away is ``prune.drop_away`` and p_back is set from
 ``prune.drop_target`` and the run-wide r. A tensor given a smaller r than the rest therefore
 settles at a higher density, p_back/(p_away·r_layer + p_back), as IMP's "output layer at half
 rate" does. ``prune.drop_revive`` says what a revived weight restarts from when the regime
-keeps trained values (finetune): 0, or its value the last time it was alive.
+keeps trained values (finetune, lr_rewind): 0, or its value the last time it was alive.
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ A *kernel* is the slice ``w[o, i]`` of a weight (kh×kw for Conv2d). The criteri
 - ``window``: inside every kernel remove ``amount`` of its alive weights, lowest |w| first; at
   density d of a fresh kernel this keeps q = ⌈d·kh·kw⌉ (gradual) weights per kernel.
 - ``combined``: ``kernel`` then ``window``, each at the rate 1 − √(1 − amount), so the kept
-  fraction multiplies to 1 − amount (d = d_k·d_w, papers.md §4.4).
+  fraction multiplies to 1 − amount (d = d_k·d_w, docs/methods.md#campfire-granularities-kernel-window-combined).
 
 Linear weights (out, in) are convolutions with 1×1 kernels. ``kernel`` then ranks single weights
 by |w|, which *is* layer-wise magnitude pruning; a 1×1 ``window`` could never prune (⌈d·1⌉ = 1),
-so ``window`` also falls back to layer-wise magnitude pruning there. Both refuse scope='global'.
+so ``window`` also falls back to layer-wise magnitude pruning there. All three refuse
+scope='global'.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pen-Ultimate pruning (Riera, Arnau & González 2019; papers.md §6.4): PCA widths + connection importance.
+"""Pen-Ultimate pruning (Riera, Arnau & González 2019; docs/methods.md#model-based-criteria-snip-grasp-synflow-pca): PCA widths + connection importance.
 
 For every masked Linear/Conv2d layer the outputs (pre-activation: FC rows are samples, conv rows
 are samples·H·W positions) are standardised per unit and their correlation matrix is

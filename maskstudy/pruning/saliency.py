@@ -1,4 +1,4 @@
-"""Model- and data-dependent pruning scores: SNIP, GraSP, SynFlow (papers.md §7.3) and PCA (§6.4).
+"""Model- and data-dependent pruning scores: SNIP, GraSP, SynFlow and PCA (docs/methods.md).
 
 ``SALIENCY`` maps a criterion name to ``fn(model, x, y, mask, **options) -> Scored``: per-weight
 scores where, as for every criterion, the lowest are pruned first. ``saliency_prune`` runs one

@@ -172,7 +172,7 @@ class PruneConfig:
     # `amount` of the alive weights; each goes with probability drop_away, and each pruned
     # weight comes back with the probability that makes the density flow to drop_target
     drop_away: float = 0.5
-    drop_target: float = 0.07  # 0 = no drop-back (nested masks); 0.07 = LeNet-5, papers.md §3.4
+    drop_target: float = 0.07  # 0 = no drop-back (nested masks); 0.07 = LeNet-5 (docs/methods.md)
     drop_revive: str = "zero"  # finetune: a revived weight restarts at 0 or "last" alive value
     # which weights level L scores: "trained" (level L-1's), "init" (θ0: pruning at init) or
     # "auto" = init for the at-init criteria snip/grasp/synflow, trained for all others
@@ -216,7 +216,7 @@ class AttackConfig:
     eps: tuple[float, ...] = ()  # L∞ radii in [0, 1] pixel units, e.g. 8/255; () = no attacks
     kinds: tuple[str, ...] = ("fgsm", "pgd")
     pgd_steps: int = 10
-    pgd_step: float = 0.25  # PGD step size as a fraction of eps (papers.md §4.4: eps/4)
+    pgd_step: float = 0.25  # PGD step size as a fraction of eps (Campfire: eps/4)
     random_start: bool = False  # PGD starts from a uniform point of the eps-ball
     subset: int = 0  # attack the first n test examples; 0 = the whole test split
 

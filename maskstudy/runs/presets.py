@@ -1,4 +1,4 @@
-"""Named configurations reproducing the papers' setups (see shared docs: papers.md §2, §1.4)."""
+"""Named configurations reproducing the papers' setups (docs/methods.md names each method and source)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def _lenet300_mnist(prune: PruneConfig, regime: str = "rewind") -> RunConfig:
 
 
 _AT_INIT = (
-    "one shot at initialization (papers.md §7.3): level 1 scores θ0 (score_weights auto = init) "
+    "one shot at initialization: level 1 scores θ0 (score_weights auto = init) "
     "on 1024 training examples, prunes 98 % of all weights globally (SNIP's LeNet-300-100 "
     "sparsity) and trains the mask from θ0; level 0 is the dense reference. LTH recipe (Adam "
     "1.2e-3, batch 60, 50K it, Glorot) so the masks compare with lenet300_mnist_lth. Set levels "
@@ -111,7 +111,7 @@ PRESETS: dict[str, Preset] = {
             regime="rewind",
             levels=20,
         ),
-        "Paganini & Forde-style LeNet-5 grid point (papers.md §1.4.1): 20 % of remaining per level, "
+        "Paganini & Forde-style LeNet-5 grid point: 20 % of remaining per level, "
         "output 10 %, Adam 1e-3, 20 epochs",
     ),
     "conv2_cifar10_lth": Preset(
@@ -149,7 +149,7 @@ PRESETS: dict[str, Preset] = {
             regime="finetune",
             levels=20,
         ),
-        "Drop Pruning (Jia et al. 2018, papers.md §3.3): prune-retrain from the dense LeNet-5 "
+        "Drop Pruning (Jia et al. 2018): prune-retrain from the dense LeNet-5 "
         "(Han et al.'s Caffe variant, the net of the 12× / 14.3× comparison); candidates = lowest "
         "|w| 30 % of the alive weights (global), drop-away 0.8, drop-back set so the density flows "
         "to 7 % (14.3×, §3.4): 7.2 % at level 20. Probabilities are not from the paper. SGD 0.01 "
@@ -181,7 +181,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "lenet300_mnist_pca": Preset(
         _lenet300_mnist(PruneConfig(criterion="pca", amount=0.5), regime="finetune"),
-        "Pen-Ultimate (Riera et al. 2019, papers.md §6.4), one shot on the trained dense net: "
+        "Pen-Ultimate (Riera et al. 2019), one shot on the trained dense net: "
         "PCA widths at 99 % explained variance on 1024 training examples (output units kept), "
         "then 50 % of the remaining connections per layer by relative importance (our choice: "
         "the paper's threshold is not known), retrained once from the trained weights",
@@ -233,7 +233,7 @@ PRESETS: dict[str, Preset] = {
             attack=AttackConfig(eps=tuple(e / 255 for e in (1, 2, 4, 8))),
             levels=0,
         ),
-        "Campfire at CPU size (papers.md §4.4, §7.4): one 20-epoch Adam run; whole 5×5 kernels "
+        "Campfire at CPU size (Gamboa et al. 2020): one 20-epoch Adam run; whole 5×5 kernels "
         "pruned on the cubic AGP ramp every 100 it from epoch 1 to 7 down to 30 % density (70 % "
         "sparsity; fc layers by magnitude, output dense), then frozen; FGSM and PGD-10 (step "
         "eps/4) at eps = 1, 2, 4, 8 /255 on the test set",
@@ -257,7 +257,7 @@ PRESETS: dict[str, Preset] = {
         ),
         "Campfire on Frankle & Carbin's Conv-4 recipe (Adam 3e-4, batch 60, 25K it): 3×3 kernels "
         "pruned on the cubic AGP ramp every 250 it over the first third of training to 30 % "
-        "density, then frozen; FGSM and PGD-10 at eps = 1, 2, 4, 8 /255 (papers.md §4.4)",
+        "density, then frozen; FGSM and PGD-10 at eps = 1, 2, 4, 8 /255",
     ),
 }
 

@@ -1,7 +1,7 @@
 """Training budgets per level: FLOPs of the masked model and Rethinking's Scratch-B schedule.
 
 Liu et al. (2019) train a pruned architecture from scratch either for the large model's epochs
-(Scratch-E: the ``scratch_e`` regime, the level's own duration) or for the same computation
+(Scratch-E: the ``scratch_e`` branch kind, the level's own duration) or for the same computation
 (Scratch-B): ``int(epochs · FLOPs_dense / FLOPs_pruned)`` with the step milestones at the same
 fractions of training. Here the budget is counted in iterations, ``floor(T · ratio)`` for the
 level's duration T, every milestone ``m`` moves to ``floor(m · T_B / T)``, and ``scratch_cap``

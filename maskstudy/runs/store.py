@@ -1,4 +1,4 @@
-"""A run directory (design.md §3): config, θ0/θk, and per level a packed mask, weights, metrics, DONE.
+"""A run directory (docs/architecture.md): config, θ0/θk, and per level a packed mask, weights, metrics, DONE.
 
 A level is complete only when its DONE file exists; DONE is written last and records the sha256
 and size of every file of the level and the sha256 and count of its rows of history.jsonl, so a

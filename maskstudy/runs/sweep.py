@@ -10,7 +10,7 @@ product), tied axes that vary together, and seeds::
     train.lr = 0.01
     [grid]
     "prune.criterion" = ["magnitude", "random"]
-    regime = ["rewind", "reinit"]
+    regime = ["rewind", "finetune"]
     [[tied]]
     "prune.amount" = [0.2, 0.5]
     "train.duration" = ["4ep", "8ep"]

@@ -78,3 +78,19 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             metrics[key] = value
         frames.append(metrics)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def with_parent_dense(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each branch's parent's dense level 0 copied under the branch's method:
+    branches train the pruned levels only, and a curve over % remaining starts at the dense
+    network they share with their parent (seed for seed)."""
+    branches = frame[frame["branch"].fillna("") != ""]
+    own = set(branches.loc[branches["level"] == 0, "run_id"])  # a rewind branch to a new k
+    branches = branches[~branches["run_id"].isin(own)]
+    if branches.empty:
+        return frame
+    dense = frame[(frame["level"] == 0) & (frame["branch"].fillna("") == "")]
+    pairs = branches[["parent", "regime"]].drop_duplicates()
+    copies = pairs.merge(dense.drop(columns="regime"), left_on="parent", right_on="run_id")
+    copies = copies.drop(columns="parent_x").rename(columns={"parent_y": "parent"})
+    return pd.concat([frame, copies[frame.columns]], ignore_index=True)
