@@ -148,7 +148,7 @@ def copies(monkeypatch) -> list[dict]:
     calls = []
 
     def record(net, data, cfg, **kwargs):
-        calls.append({"states": net.states(), **kwargs})
+        calls.append({"states": net.states(), "train": cfg, **kwargs})
         return train_replicas(net, data, cfg, **kwargs)
 
     monkeypatch.setattr(lmc, "train_replicas", record)
@@ -191,6 +191,18 @@ def test_probe_trains_two_masked_copies_from_the_level_start(rewound):
     summary = result.summary()
     assert summary["level"] == 2 and summary["seeds"] == [1, 2]
     assert summary["train_error_2"] == result.final_errors["train"][1]
+
+
+def test_a_finetune_level_is_probed_at_the_final_learning_rate(tmp_path, copies):
+    schedule = {"train.schedule": "step", "train.milestones": ["8it"], "rewind_to": "0it"}
+    tuned = run(
+        tiny_config(regime="finetune", levels=1).replace(schedule), tmp_path, progress=False
+    )
+    assert (tuned.history().query("level == 1")["lr"] == 0.05 * 0.1).all()  # how it trained
+    lmc_probe(tuned, 1, points=3)
+    (call,) = copies
+    assert call["start_step"] == 0
+    assert (call["train"].lr, call["train"].schedule) == (0.05 * 0.1, "constant")  # the same
 
 
 def test_probe_rejects_bad_levels_and_seeds(rewound):

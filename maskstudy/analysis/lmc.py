@@ -22,6 +22,7 @@ from maskstudy.data.base import Data, Split
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.run import build_model
+from maskstudy.runs.scratch import level_budget
 from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.steps import check_steps, to_iterations
 from maskstudy.runs.store import Run
@@ -252,7 +253,8 @@ def lmc_probe(
     Two copies start from the level's start weights under its mask, at its start step; at level
     0, the dense network, from θk at step k, k = ``rewind_to`` (e.g. '500it') or else the run's
     own rewind point (θ0 for k = 0; a θk the run did not store is retrained from θ0 on the run's
-    data order). They train to the end of the run's ``train`` config side by side, copy i
+    data order). They train as the level trained (its schedule: the run's ``train``, held at
+    the final learning rate for finetune levels, stretched for scratch_b) side by side, copy i
     seeing the data order (and augmentation) of ``seeds[i]``. Then the errors along the
     straight line between them on the test and train splits, and the barriers. ``data`` (a
     preloaded dataset, moved to ``device``) skips loading ``run.config.data`` from
@@ -270,7 +272,7 @@ def lmc_probe(
     train_replicas(
         net,
         data,
-        cfg.train,
+        level_budget(cfg, template, data, level, mask).train,  # finetune: final LR; scratch_b
         masks=[mask, mask],
         seeds=list(seed_pair),
         start_step=start_step,
