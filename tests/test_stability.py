@@ -263,3 +263,16 @@ def test_s1_of_a_late_rewound_run_is_normalised_by_the_travel_from_theta_k(tmp_p
         masked(dense, one) - masked(theta_k, one)
     ).norm()
     assert table.loc["fc2.weight", "s1"] == pytest.approx(float(layer), rel=1e-12)
+
+
+def test_branches_compare_with_their_parents_dense_level_or_have_no_s1(runs, tmp_path):
+    parent, shuffled = runs["rewind"], runs["random_mask"]
+    row = stability_table([shuffled], levels=[2]).set_index("layer").loc["all"]
+    dense, theta0, mask = parent.weights(0), parent.weights(which="init"), shuffled.mask(2)
+    expected = (masked(shuffled.weights(2), mask) - masked(dense, mask)).norm() / (
+        masked(dense, mask) - masked(theta0, mask)
+    ).norm()
+    assert row.s1 == pytest.approx(float(expected), rel=1e-12)  # the parent's θ0 and dense level
+    fresh = branch(parent, "reinit", level=1, out=tmp_path, progress=False)
+    table = stability_table([fresh])
+    assert table["s1"].isna().all()  # θ0' has no dense solution to compare with
