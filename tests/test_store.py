@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -140,3 +142,24 @@ def test_more_levels_reopen_the_same_run(tmp_path):
 def test_open_run_on_a_non_run_directory(tmp_path):
     with pytest.raises(StoreError, match="not a maskstudy run directory"):
         open_run(tmp_path)
+
+
+def test_mask_files_are_byte_identical_across_processes():
+    """safetensors orders several metadata keys per process (hash seed): one key, same bytes."""
+    code = (
+        "import hashlib, torch\n"
+        "from maskstudy.runs.files import pack_mask\n"
+        "m = {'b.weight': torch.ones(3, 3, dtype=torch.bool), 'a.weight': torch.zeros(4, dtype=torch.bool)}\n"
+        "print(hashlib.sha256(pack_mask(m)).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(digests) == 1

@@ -100,10 +100,12 @@ def tensors_from_bytes(data: bytes, path: Path) -> tuple[dict[str, torch.Tensor]
 
 
 def pack_mask(mask: dict[str, torch.Tensor]) -> bytes:
-    """Serialise a mask at 1 bit per weight (np.packbits), shapes in the metadata."""
+    """Serialise a mask at 1 bit per weight (np.packbits), shapes (in the mask's tensor order) in
+    the metadata. One metadata key: safetensors writes several in a per-process order, which
+    would make the bytes, and the sha256 in DONE, differ between identical runs."""
     packed = {n: torch.from_numpy(np.packbits(m.cpu().numpy().ravel())) for n, m in mask.items()}
     shapes = {n: list(m.shape) for n, m in mask.items()}
-    return tensors_to_bytes(packed, {"format": "packbits", "shapes": json.dumps(shapes)})
+    return tensors_to_bytes(packed, {"shapes": json.dumps(shapes)})
 
 
 def unpack_mask(data: bytes, path: Path) -> dict[str, torch.Tensor]:
