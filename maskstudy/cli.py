@@ -120,14 +120,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print("this call: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
     status = open_sweep(args.out).status()
     print(_totals(status))
-    return 1 if (status["state"] == "failed").any() else 0
+    # a run that failed without leaving error.txt (full disk) or a Slurm job that timed out
+    # shows as partial or pending: the sweep is not complete, whatever the reason
+    unfinished = status["state"].isin(["failed", "partial", "pending"]).any()
+    return 1 if outcomes.get("failed") or unfinished else 0
 
 
 def _totals(status) -> str:
     counts = status["state"].value_counts()
     parts = [
         f"{counts[s]} {s}"
-        for s in ("done", "partial", "running", "failed", "pending")
+        for s in ("done", "partial", "running", "diverged", "failed", "pending")
         if s in counts
     ]
     return f"{len(status)} runs: " + ", ".join(parts)

@@ -9,6 +9,7 @@ from maskstudy import open_run
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from maskstudy.runs.lock import RunLock
 from maskstudy.runs.run import run
 from maskstudy.runs.store import level_dir
 
@@ -265,3 +266,22 @@ def test_mnist_preset_on_real_data(shared_data, tmp_path):
     )
     acc = r.metrics()["test_acc"]
     assert acc.iloc[0] > 0.8 and acc.iloc[1] > 0.8  # 10%-width LeNet, 200 steps: ~86% / ~88%
+
+
+def test_a_run_trained_by_another_process_is_refused_and_left_alone(tmp_path):
+    cfg = small(levels=1)
+    held = RunLock(tmp_path / cfg.run_id())
+    assert held.acquire()  # flock is per open file: a second open in this process conflicts too
+    try:
+        with pytest.raises(StoreError, match="being trained by another process"):
+            run(cfg, tmp_path, progress=False)
+        assert [p.name for p in (tmp_path / cfg.run_id()).iterdir()] == [".lock"]
+    finally:
+        held.release()
+    assert run(cfg, tmp_path, progress=False).levels == [0, 1]
+
+
+def test_a_refused_config_leaves_no_directory_behind(tmp_path):
+    with pytest.raises(ConfigError):
+        run(small(rewind_to="1000ep"), tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import torch
 from maskstudy import open_sweep
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.runs import lock
 from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep, runs_on_gpu
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
@@ -221,6 +222,19 @@ def test_a_different_sweep_file_is_refused_and_extend_keeps_the_old_one(done_swe
     assert outcomes == {"done": 4, "trained": 2}
     assert (copy / "sweep.1.toml").read_text() == path.read_text()
     assert len(open_sweep(copy).runs) == 6
+
+
+def test_a_failure_that_cannot_be_recorded_still_fails_the_sweep(tmp_path, monkeypatch, capsys):
+    def full_disk(path, data):
+        raise StoreError(f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(lock, "write_atomic", full_disk)  # error.txt cannot be written
+    text = sweep_text('[grid]\n"model.name" = ["lenet5"]\n', seeds="[0]")
+    path = write(tmp_path, text)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    out = capsys.readouterr()
+    assert "this call: 1 failed" in out.out and "No space left on device" in out.err
+    assert open_sweep(tmp_path / "out").status()["state"].tolist() == ["pending"]
 
 
 def test_a_failing_run_records_its_error_and_the_others_go_on(tmp_path, capsys):

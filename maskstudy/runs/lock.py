@@ -13,6 +13,8 @@ import fcntl
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,27 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock for a block, or raise StoreError naming it when another process
+    trains the run. A directory this made and left holding only its lock is removed again."""
+    run_dir = Path(run_dir)
+    new = not run_dir.exists()
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        raise StoreError(
+            f"{run_dir} is being trained by another process (it holds {lock.path}); wait for it "
+            "to finish or use another --out. Nothing was written"
+        )
+    try:
+        yield
+    finally:
+        lock.release()
+        if new and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            lock.path.unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def is_locked(run_dir: Path) -> bool:

@@ -41,7 +41,13 @@ from maskstudy.runs.branch import (
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
-from maskstudy.runs.lock import DIVERGED_FILE, divergence, divergence_line, record_divergence
+from maskstudy.runs.lock import (
+    DIVERGED_FILE,
+    divergence,
+    divergence_line,
+    exclusive,
+    record_divergence,
+)
 from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
@@ -68,10 +74,13 @@ def run(
     progress: bool = True,
     data: Data | None = None,
 ) -> Run:
-    """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run."""
-    return run_group([cfg], out, data_root=data_root, device=device, progress=progress, data=data)[
-        0
-    ]
+    """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run.
+
+    The run is locked while it trains: a second process asking for it gets a StoreError."""
+    with exclusive(Path(out) / cfg.run_id()):
+        return run_group(
+            [cfg], out, data_root=data_root, device=device, progress=progress, data=data
+        )[0]
 
 
 def branch(
@@ -111,15 +120,16 @@ def branch(
         parent_id=parent.run_id,
     )
     target = Path(out) if out is not None else parent.path.parent
-    return run_group(
-        [cfg],
-        target,
-        data_root=data_root,
-        device=device,
-        progress=progress,
-        data=data,
-        parents=[parent],
-    )[0]
+    with exclusive(target / cfg.run_id()):
+        return run_group(
+            [cfg],
+            target,
+            data_root=data_root,
+            device=device,
+            progress=progress,
+            data=data,
+            parents=[parent],
+        )[0]
 
 
 def replica_key(cfg: RunConfig) -> str:
