@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or args.sweep / "study"
     sweep = maskstudy.open_sweep(args.sweep)
-    frame = sweep.frame()
+    frame = with_parent_dense(sweep.frame())  # every control starts at the shared dense level
     out.mkdir(parents=True, exist_ok=True)
-    tables = method_tables(with_parent_dense(frame), TICKET, CONTROLS, VALUES)
+    tables = method_tables(frame, TICKET, CONTROLS, VALUES)
     for name, table in tables.items():
         table.to_csv(out / f"lth_{name}.csv", index=False)
         with pd.option_context("display.width", 250, "display.max_columns", 20):
