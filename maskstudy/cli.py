@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from maskstudy.errors import ConfigError, MaskstudyError
+from maskstudy.errors import ConfigError, MaskstudyError, StoreError
 from maskstudy.runs.config import BRANCH_KINDS
 
 
@@ -182,14 +184,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_writable(directory: Path, default: bool, flag: str) -> None:
+    """Raise StoreError, before any work, when files cannot be created in ``directory`` (made
+    later if absent). Results on a read-only disk are read anyway; a default output inside
+    them asks for ``flag`` instead."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # a nameless file: nothing is left behind
+            pass
+    except OSError as e:
+        hint = (
+            f"; pass {flag} to write elsewhere (the results are read in place)" if default else ""
+        )
+        raise StoreError(f"cannot write to {directory}: {e.strerror or e}{hint}") from e
 
+
+def cmd_analyze(args: argparse.Namespace) -> int:
     from maskstudy.analysis.report import analysis_tables, write_tables
     from maskstudy.runs.discover import open_runs
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "analysis"
+    _check_writable(out, not args.out, "--out DIR")
     tables = analysis_tables(runs)
     for path in write_tables(tables, out):
         print(f"{path}  ({len(tables[path.stem]):,} rows)")
@@ -197,13 +213,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from maskstudy.plots import draw_figures
     from maskstudy.runs.discover import open_runs
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "figures"
+    _check_writable(out, not args.out, "--out DIR")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     report = draw_figures(runs, out, formats=formats, names=args.only)
     print(report)
@@ -212,12 +227,12 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_lmc(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from maskstudy.analysis.lmc import lmc_probe
     from maskstudy.runs.store import open_run
 
     run = open_run(args.run)
+    folder = Path(args.out).parent if args.out else run.path / "analysis"
+    _check_writable(folder, not args.out, "--out FILE.csv")
     result = lmc_probe(
         run,
         args.level,

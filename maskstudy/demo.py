@@ -12,6 +12,7 @@ from pathlib import Path
 
 from maskstudy.analysis.report import analysis_tables, write_tables
 from maskstudy.plots import FigureReport, draw_figures
+from maskstudy.runs.checks import check_device
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.sweep import open_sweep
 
@@ -47,6 +48,7 @@ def demo(
 ) -> tuple[Path, FigureReport]:
     """Run the demo sweep into ``out/runs``; write ``out/results.csv``, ``out/analysis`` and
     ``out/figures``. Calling it again reuses the finished runs (more levels extend them)."""
+    check_device(device)  # before the demo's folder and sweep file are written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sweep_file = out / "demo_sweep.toml"

@@ -14,10 +14,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from maskstudy.analysis.lmc import lmc_probe
+from maskstudy.cli import main
 from maskstudy.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx
-from maskstudy.errors import ConfigError, DataError
+from maskstudy.demo import demo
+from maskstudy.errors import ConfigError, DataError, StoreError
 from maskstudy.runs.config import RunConfig, field_paths, parse_value
-from maskstudy.runs.sweep import TOP_LEVEL, parse_sweep
+from maskstudy.runs.executors import run_sweep
+from maskstudy.runs.run import branch, run
+from maskstudy.runs.store import Run, create_run
+from maskstudy.runs.sweep import TOP_LEVEL, open_sweep, parse_sweep
 
 EXAMPLES = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -372,3 +378,234 @@ def test_the_scan_catches_each_unsafe_pattern():
     for code, finding in snippets.items():
         assert unsafe_calls(ast.parse(code)) == [finding], code
     assert unsafe_calls(ast.parse("torch.load(p, map_location='cpu', weights_only=True)")) == []
+
+
+# --- named errors instead of raw tracebacks (#15) ----------------------------------------------------
+TINY_SWEEP = """\
+levels = 1
+seeds = {seeds}
+[base]
+data.name = "synthetic"
+data.synthetic_size = 64
+train.batch_size = 32
+train.duration = "4it"
+train.eval_every = "4it"
+"""
+LATIN1 = "levels = 1\n# réglages\n".encode("latin-1")  # é is one byte, not UTF-8
+
+
+def tiny_sweep(tmp_path: Path, extra: str = "", seeds: str = "[0, 1]") -> Path:
+    """A sweep file of tiny synthetic runs (LeNet-300-100 on 64 8×8 inputs, 4 iterations a level)."""
+    path = tmp_path / "grid.toml"
+    path.write_text(TINY_SWEEP.format(seeds=seeds) + extra)
+    return path
+
+
+def tiny_config(**changes: object) -> RunConfig:
+    """One run of the tiny sweep, with dotted-name ``changes``."""
+    return parse_sweep(TINY_SWEEP.format(seeds="[0]")).configs[0].replace(changes)
+
+
+def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run the command line, which must stop with a named error (exit 2); what it printed."""
+    assert main(list(args)) == 2
+    return capsys.readouterr().err
+
+
+def sweep_dir(tmp_path: Path) -> Path:
+    """A sweep directory holding sweep.toml and no run yet."""
+    from maskstudy.runs.executors import prepare_sweep_dir
+
+    prepare_sweep_dir(tiny_sweep(tmp_path), tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_a_sweep_file_that_is_not_utf8_is_refused_by_name(tmp_path, capsys):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(LATIN1)
+    err = cli_error(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    assert f"sweep file {path} is not UTF-8 text (byte 14 is b'\\xe9')" in err
+    assert "save it as UTF-8" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "analyze", "sweep", "verify"])
+def test_a_sweep_toml_that_is_not_utf8_is_named_by_every_reader(tmp_path, capsys, command):
+    out = sweep_dir(tmp_path)
+    (out / "sweep.toml").write_bytes(LATIN1)
+    if command == "verify":  # verify reports it as a damaged file among the others
+        from maskstudy.runs.verify import verify
+
+        assert "sweep.toml is not UTF-8 text" in " ".join(verify(out)["detail"])
+        return
+    extra = [str(tmp_path / "grid.toml"), "--out"] if command == "sweep" else []
+    err = cli_error(capsys, command, *extra, str(out))
+    assert f"{out / 'sweep.toml'} is not UTF-8 text" in err
+    assert (out / "sweep.toml").read_bytes() == LATIN1  # the user's file is kept as it is
+
+
+def test_status_shows_a_run_whose_error_txt_is_binary_as_failed(tmp_path, capsys):
+    out = sweep_dir(tmp_path)
+    run_dir = out / parse_sweep(TINY_SWEEP.format(seeds="[0, 1]")).configs[0].run_id()
+    run_dir.mkdir()
+    (run_dir / "error.txt").write_bytes(b"\xff\xfeRuntimeError: boom\n\x00\x81")
+    assert main(["status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "failed" in shown and "RuntimeError: boom" in shown and "1 failed, 1 pending" in shown
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, 10**30])
+def test_a_seed_beyond_64_bits_is_refused_with_the_range(seed):
+    with pytest.raises(
+        ConfigError, match=rf"seed = {seed} must be an integer from 0 to {2**63 - 1}"
+    ):
+        RunConfig().replace({"seed": seed})
+    assert RunConfig().replace({"seed": 2**63 - 1}).seed == 2**63 - 1
+
+
+@pytest.mark.parametrize("levels", ["1e12", "1000000", "1001"])
+def test_levels_beyond_1000_are_refused_with_the_reason(levels):
+    with pytest.raises(
+        ConfigError, match=r"my.toml: levels = \d+ must be an integer from 0 to 1000 "
+    ):
+        parse_sweep(f"levels = {levels}", "my.toml")
+    assert parse_sweep("levels = 1000").configs[0].levels == 1000
+
+
+def test_a_width_no_tensor_can_hold_is_refused_before_allocating(tmp_path):
+    needle = r"model\.width = 1000000000\.0 gives lenet300_100 more than 2\^63 parameters in one "
+    with pytest.raises(ConfigError, match=needle + r"tensor, more than this machine's [\d.]+ GiB"):
+        run(tiny_config(**{"model.width": 1e9}), tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_model_larger_than_memory_is_refused_naming_its_size(tmp_path, monkeypatch):
+    from maskstudy.runs import checks
+    from maskstudy.runs.run import preflight
+
+    monkeypatch.setattr(checks, "physical_memory", lambda: 2**28)  # a 256 MiB machine
+    wide = tiny_config(**{"model.width": 25.0})
+    preflight([wide], here=False)  # for a cluster's nodes: their own run checks their memory
+    with pytest.raises(ConfigError) as err:
+        run(wide, tmp_path, progress=False)
+    assert "gives lenet300_100 19,265,010 parameters: training needs about 0.4 GiB" in str(
+        err.value
+    )
+    assert "more than this machine's 0.2 GiB of memory; use a smaller model.width" in str(err.value)
+    assert not any(tmp_path.iterdir())
+
+
+def stored_run(tmp_path: Path) -> Run:
+    """A run directory holding only its config.json (what a parent or an LMC probe opens)."""
+    return create_run(tmp_path / "stored", tiny_config())
+
+
+ENTRY_POINTS = {  # everything that takes the command line's --device
+    "run": lambda tmp, device: run(tiny_config(), tmp / "runs", device=device, progress=False),
+    "branch": lambda tmp, device: branch(
+        stored_run(tmp), "reinit", levels=1, device=device, progress=False
+    ),
+    "sweep": lambda tmp, device: run_sweep(
+        tiny_sweep(tmp), tmp / "out", device=device, progress=False
+    ),
+    "lmc": lambda tmp, device: lmc_probe(stored_run(tmp), 0, device=device),
+    "demo": lambda tmp, device: demo(
+        tmp / "demo", levels=1, epochs=1, device=device, progress=False
+    ),
+}
+DEVICE_ERRORS = {
+    "tpu": r"device 'tpu' is not one maskstudy trains on; use cpu, cuda or cuda:N",
+    "cuda:1": r"device 'cuda:1' needs CUDA, but this torch \(.*\) has no CUDA: .*is_available",
+}
+
+
+@pytest.mark.parametrize("device", DEVICE_ERRORS)
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_device_this_torch_lacks_is_refused_naming_the_valid_ones(
+    tmp_path, monkeypatch, entry, device
+):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a CPU-only torch
+    monkeypatch.setattr("torch.version.cuda", None)
+    with pytest.raises(ConfigError, match=DEVICE_ERRORS[device]):
+        ENTRY_POINTS[entry](tmp_path, device)
+    inputs = ("grid.toml", "config.json")  # the sweep file and stored run the call was given
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in inputs] == []
+
+
+def test_the_command_line_refuses_a_bad_device(tmp_path, capsys):
+    args = ["--preset", "lenet300_digits", "--device", "tpu", "--out", str(tmp_path)]
+    assert "use cpu, cuda or cuda:N" in cli_error(capsys, "run", *args)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("files", [[], "init.safetensors"])
+def test_a_config_json_whose_files_are_not_a_table_is_damaged(tmp_path, files):
+    path = stored_run(tmp_path).path
+    info = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**info, "files": files}))
+    with pytest.raises(StoreError, match=r"config.json: 'files' is \w+ .* not a table; .*damaged"):
+        Run(path).weights(which="init")
+
+
+def test_a_damaged_run_directory_fails_that_run_and_the_sweep_goes_on(tmp_path, capsys):
+    out = sweep_dir(tmp_path)
+    path = tiny_sweep(tmp_path, seeds="[0, 1, 2, 3]")
+    ids = [c.run_id() for c in parse_sweep(path.read_text()).configs]
+    (out / ids[0]).mkdir()
+    (out / ids[0] / "config.json").write_text("{not json")
+    (out / ids[1] / ".lock").mkdir(parents=True)
+    (out / ids[2]).symlink_to(out / ids[2])  # a symlink loop: not even error.txt fits
+    assert main(["sweep", str(path), "--out", str(out), "--extend", "--quiet"]) == 1
+    printed = capsys.readouterr()
+    assert "this call: 3 failed, 1 trained" in printed.out
+    assert f"could not write {out / ids[2] / 'error.txt'}" in printed.err
+    status = open_sweep(out).status().set_index("run_id")
+    assert (
+        status["state"].tolist()[:2] == ["failed", "failed"] and status["state"].iloc[3] == "done"
+    )
+    assert status["state"].iloc[2] in ("failed", "pending")  # the loop: failed if its .lock is read
+    assert "config.json is not valid JSON" in status.loc[ids[0], "detail"]
+    assert "could not create the lock file" in status.loc[ids[1], "detail"]
+    assert (out / ids[0] / "config.json").read_text() == "{not json"  # nothing saved is lost
+
+
+# --- config errors found before anything trains (#15) -------------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("train.duration=0ep", "train.duration = '0ep' is 0 iterations; give at least one"),
+        ("train.eval_every=0it", "train.eval_every = '0it' is 0 iterations; give at least one"),
+        ("train.eval_every=0.01ep", "train.eval_every = '0.01ep' is 0 iterations at 24 it"),
+    ],
+)
+def test_run_refuses_durations_of_no_iterations_before_writing(tmp_path, capsys, setting, needle):
+    args = ["--preset", "lenet300_digits", "--set", setting, "--out", str(tmp_path)]
+    assert needle in cli_error(capsys, "run", *args)
+    assert not any(tmp_path.iterdir())
+
+
+BAD_RUNS = """
+[[tied]]
+"model.name" = ["lenet300_100", "lenet300_100", "lenet300_100", "lenet300_100", "lenet5"]
+"prune.exclude" = [[], ["fc9.weight"], [], [], []]
+rewind_to = ["0it", "0it", "4it", "0it", "0it"]
+"data.val_size" = [0, 0, 0, 64, 0]
+"""
+REASONS = [  # of the tied runs 2 to 5
+    "prune.exclude names 'fc9.weight', which is not a prunable tensor of lenet300_100",
+    "rewind_to = '4it' (4 iterations) is not before the end of training",
+    "val_size = 64 must be an integer from 0 to 63",
+    "model 'lenet5' needs inputs of at least",
+]
+
+
+def test_a_sweep_names_every_config_error_with_its_runs_before_training(tmp_path, capsys):
+    path = tiny_sweep(tmp_path, BAD_RUNS)
+    err = cli_error(capsys, "sweep", str(path), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+    assert f"{path}: 8 run(s) cannot train" in err
+    ids = [c.run_id() for c in parse_sweep(path.read_text()).configs]  # tied runs × seeds 0, 1
+    for i, reason in enumerate(REASONS, 1):
+        line = next(line for line in err.splitlines() if reason in line)
+        runs = err.splitlines()[err.splitlines().index(line) + 1]
+        assert runs == f"  runs (2): {ids[2 * i]}, {ids[2 * i + 1]}"
+    assert ids[0] not in err and ids[1] not in err  # the healthy runs

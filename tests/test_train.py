@@ -437,8 +437,8 @@ def test_progress_bar_only_when_named(capsys):
     [
         ({"start_step": 12}, cfg(), "start_step = 12"),
         ({"snapshot_step": 13}, cfg(), "snapshot_step = 13"),
-        ({}, cfg(eval_every="0it"), "eval_every"),
-        ({}, cfg(duration="0ep"), "duration"),
+        ({}, cfg(eval_every="0.1ep"), "eval_every = '0.1ep' is 0 iterations at 4"),
+        ({}, cfg(duration="0.1ep"), "duration = '0.1ep' is 0 iterations at 4"),
     ],
 )
 def test_bad_calls_raise_config_errors(kwargs, config, message):

@@ -16,7 +16,15 @@ from maskstudy.errors import StoreError
 from maskstudy.runs.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.run import run
-from maskstudy.runs.verify import COLUMNS, is_damaged, summary, verify
+from maskstudy.runs.verify import (
+    COLUMNS,
+    MANIFEST_DIR,
+    is_damaged,
+    record_run,
+    record_sweep,
+    summary,
+    verify,
+)
 
 
 @pytest.fixture(scope="module")
@@ -182,12 +190,51 @@ def test_a_deleted_rewind_point_is_missing_not_replaced_by_theta0(copy):
 
 
 def test_a_deleted_last_done_is_an_incomplete_level_not_damage(copy):
+    """A kill just before DONE leaves the same: only a sweep's record (below) proves the loss."""
     (copy / "levels" / "02" / "DONE").unlink()
     frame = verify(copy)
     assert rows(frame) == [("levels/02/DONE", "incomplete")] and not is_damaged(frame)
+    assert "or DONE was deleted" in frame.query("status == 'incomplete'").detail.item()
     assert open_run(copy).levels == [0, 1]
     with pytest.raises(StoreError, match=r"level 2 of .* is not complete \(no DONE\)"):
         open_run(copy).mask(2)
+
+
+def drop_rows(run_dir: Path, level: int) -> None:
+    """Remove a level's rows from history.jsonl, as if its write was killed before them."""
+    path = run_dir / "history.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(x for x in lines if json.loads(x)["level"] != level))
+
+
+def test_a_deleted_last_level_is_missing_while_history_holds_its_rows(copy):
+    shutil.rmtree(copy / "levels" / "02")
+    frame = verify(copy)
+    assert rows(frame) == [("levels/02", "missing")] and is_damaged(frame)
+    drop_rows(copy, 2)  # no trace of level 2 left: nothing to tell it from a run of levels 0-1
+    assert rows(verify(copy)) == []
+
+
+def test_the_files_of_a_level_without_done_are_missing_when_its_rows_were_written(copy):
+    (copy / "levels" / "02" / "DONE").unlink()
+    (copy / "levels" / "02" / "final.safetensors").unlink()
+    assert sorted(rows(verify(copy))) == [
+        ("levels/02/DONE", "incomplete"),
+        ("levels/02/final.safetensors", "missing"),  # written before the rows, so lost
+    ]
+    drop_rows(copy, 2)  # killed before the rows: the level's files may not be written yet
+    frame = verify(copy)
+    assert rows(frame) == [("levels/02/DONE", "incomplete")] and not is_damaged(frame)
+    assert "interrupted" in frame.query("status == 'incomplete'").detail.item()
+
+
+def test_a_level_with_rows_of_a_later_level_was_complete(copy):
+    (copy / "levels" / "02" / "DONE").unlink()
+    (copy / "levels" / "01" / "DONE").unlink()
+    assert sorted(rows(verify(copy))) == [
+        ("levels/01/DONE", "missing"),  # level 2's rows: level 2 trained after 1 was complete
+        ("levels/02/DONE", "incomplete"),
+    ]
 
 
 def test_an_edited_config_no_longer_matches_its_run_id(copy):
@@ -227,26 +274,91 @@ def test_leftovers_are_stray_but_not_damage(copy):
     assert not is_damaged(frame) and summary(frame).endswith("3 stray: intact")
 
 
-def test_a_sweep_is_checked_run_by_run_and_unstarted_runs_are_listed(tmp_path):
-    sweep = tmp_path / "sweep.toml"
-    sweep.write_text(
-        'levels = 1\nseeds = [0, 1, 2]\n[base]\ndata.name = "synthetic"\n'
-        "data.synthetic_size = 128\nmodel.width = 0.1\ntrain.batch_size = 32\n"
-        'train.duration = "3it"\ntrain.eval_every = "3it"\n'
-    )
-    out = tmp_path / "out"
-    run_sweep(sweep, out, replicas=1, progress=False)
-    first, second, third = sorted(p for p in out.iterdir() if p.is_dir())
+SWEEP = (
+    'levels = 1\nseeds = [0, 1, 2]\n[base]\ndata.name = "synthetic"\n'
+    "data.synthetic_size = 128\nmodel.width = 0.1\ntrain.batch_size = 32\n"
+    'train.duration = "3it"\ntrain.eval_every = "3it"\n'
+)
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if (p / "config.json").is_file())
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """Three runs of levels 0-1, with the manifest a sweep's writers keep: sweep.toml's sha256
+    when it is written, each run's complete levels after each attempt."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "sweep.toml").write_text(SWEEP)
+    out = root / "out"
+    run_sweep(root / "sweep.toml", out, replicas=1, progress=False)
+    record_sweep(out)
+    for run_dir in run_dirs(out):
+        record_run(run_dir)
+    return out
+
+
+@pytest.fixture
+def sweep(finished_sweep, tmp_path) -> Path:
+    return Path(shutil.copytree(finished_sweep, tmp_path / "out"))
+
+
+def test_a_sweep_is_checked_run_by_run_and_unstarted_runs_are_listed(sweep):
+    first, second, third = run_dirs(sweep)
     shutil.rmtree(third)
+    (sweep / MANIFEST_DIR / "runs" / f"{third.name}.json").unlink()  # as if never started
     flip_byte(second / "levels" / "01" / "mask.safetensors", second)
-    frame = verify(out)
-    assert set(frame.run) == {first.name, second.name, third.name}
+    frame = verify(sweep)
+    assert set(frame.run) == {"", first.name, second.name, third.name}  # "": sweep.toml
     assert sorted(rows(frame)) == [("", "incomplete"), ("levels/01/mask.safetensors", "altered")]
     assert frame[frame.status == "incomplete"].run.item() == third.name
     assert summary(frame).startswith("3 runs, 4 levels,") and summary(frame).endswith("DAMAGED")
     assert set(verify(second).run) == {second.name}
-    (out / "sweep.toml").unlink()  # a plain folder of runs
-    assert set(verify(out).run) == {first.name, second.name}
+    (sweep / "sweep.toml").unlink()  # a plain folder of runs
+    shutil.rmtree(sweep / MANIFEST_DIR)
+    assert set(verify(sweep).run) == {first.name, second.name}
+
+
+def test_an_intact_sweep_checks_its_file_against_the_recorded_sha256(finished_sweep):
+    frame = verify(finished_sweep)
+    assert rows(frame) == [] and ("sweep.toml", "ok") in rows(frame, "ok")
+    assert summary(frame).startswith("3 runs, 6 levels,") and summary(frame).endswith("intact")
+
+
+def test_a_deleted_finished_run_of_a_sweep_is_missing_not_unstarted(sweep):
+    first, *_ = run_dirs(sweep)
+    shutil.rmtree(first)
+    frame = verify(sweep)
+    assert rows(frame) == [("", "missing")] and is_damaged(frame)
+    lost = frame.query("status == 'missing'")
+    assert lost.run.item() == first.name and "levels [0, 1] complete" in lost.detail.item()
+
+
+def test_a_recorded_level_is_missing_whatever_else_is_gone(sweep):
+    first, second, _ = run_dirs(sweep)
+    (first / "levels" / "01" / "DONE").unlink()  # the last level: no later level tells
+    assert rows(verify(sweep)) == [("levels/01/DONE", "missing")]
+    assert rows(verify(first)) == [("levels/01/DONE", "missing")]  # a run reads its sweep's record
+    shutil.rmtree(second / "levels" / "01")
+    drop_rows(second, 1)
+    assert ("levels/01", "missing") in rows(verify(second))
+    record = sweep / MANIFEST_DIR / "runs" / f"{second.name}.json"
+    record.write_text(record.read_text()[:10])
+    frame = verify(second)
+    assert rows(frame) == [(f"../{MANIFEST_DIR}/runs/{second.name}.json", "truncated")]
+
+
+def test_an_edited_or_deleted_sweep_file_is_found(sweep):
+    text = (sweep / "sweep.toml").read_text()
+    (sweep / "sweep.toml").write_text(text.replace("seeds = [0, 1, 2]", "seeds = [0, 1]"))
+    frame = verify(sweep)
+    assert rows(frame) == [("sweep.toml", "altered")] and is_damaged(frame)
+    assert "edited after the sweep was created" in frame.detail[frame.status == "altered"].item()
+    (sweep / "sweep.toml").write_text(text[: len(text) // 2])
+    assert rows(verify(sweep)) == [("sweep.toml", "truncated")]
+    (sweep / "sweep.toml").unlink()
+    assert rows(verify(sweep)) == [("sweep.toml", "missing")]
 
 
 def test_verify_refuses_what_holds_no_runs(tmp_path):

@@ -20,6 +20,7 @@ from torch import nn
 from maskstudy.data import from_config
 from maskstudy.data.base import Data, Split
 from maskstudy.errors import ConfigError
+from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.run import build_model
 from maskstudy.runs.scratch import level_budget
@@ -261,6 +262,7 @@ def lmc_probe(
     ``data_root``. Raises ConfigError for a level the run has not completed, or ``rewind_to``
     at a level > 0.
     """
+    check_device(device)
     seed_pair = _check_probe(run, level, seeds)
     _check_rewind(run, level, rewind_to)  # before loading the data
     cfg = run.config

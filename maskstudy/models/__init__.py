@@ -52,6 +52,16 @@ def build(
     return model
 
 
+def build_meta(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, width: float = 1.0
+) -> nn.Module:
+    """Model ``name`` on PyTorch's meta device: its layers, names and shapes with no weight
+    allocated (what checks count before the real model is built)."""
+    builder = MODELS.get(name)
+    with torch.device("meta"):
+        return builder(tuple(input_shape), num_classes, width)
+
+
 def prunable_weight_count(model: nn.Module) -> int:
     """Number of weights in Linear/Conv layers (what the papers count as prunable)."""
     from maskstudy.pruning.masks import prunable_names
@@ -64,6 +74,7 @@ __all__ = [
     "MODELS",
     "LayerFlops",
     "build",
+    "build_meta",
     "count_flops",
     "flops_table",
     "layer_flops",

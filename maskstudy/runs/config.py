@@ -11,12 +11,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from maskstudy.errors import ConfigError
-from maskstudy.runs.steps import check_steps
+from maskstudy.runs.steps import check_some_steps, check_steps
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
 ROUNDINGS = ("round", "ceil", "floor")
+# A run prunes (1 - amount) of its weights per level: at the usual amount 0.2, level 1000 keeps
+# 0.8^1000 ≈ 1e-97 of them, so every model is empty hundreds of levels earlier (LeNet-300-100's
+# 266k weights: by level ~56). More levels is a typo that would train empty nets for ever.
+MAX_LEVELS = 1000
+# Seeds are what a TOML sweep file can write: a signed 64-bit integer (torch overflows at 2^64).
+MAX_SEED = 2**63 - 1
 INITS = ("kaiming_normal", "kaiming_uniform", "glorot_normal", "glorot_uniform")
 # How an ordinary run trains level L >= 1 after pruning its own level L-1 (docs/methods.md):
 REGIMES = ("rewind", "finetune", "lr_rewind", "reinit_prune")
@@ -62,6 +68,12 @@ def _positive(value: Any, name: str, *, zero_ok: bool = False) -> None:
     if not ok or value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
         raise ConfigError(f"{name} = {value!r} must be a finite number {bound}")
+
+
+def _integer_in(value: Any, name: str, top: int, why: str) -> None:
+    """ConfigError unless ``value`` is an integer from 0 to ``top`` (``why``: the bound's reason)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ConfigError(f"{name} = {value!r} must be an integer from 0 to {top}{why}")
 
 
 def _fraction(value: Any, name: str) -> None:
@@ -128,6 +140,8 @@ class TrainConfig:
             raise ConfigError("train.nesterov = true needs train.momentum > 0")
         for name in ("duration", "warmup", "eval_every"):
             check_steps(getattr(self, name), f"train.{name}")
+        for name in ("duration", "eval_every"):  # no training, never an evaluation
+            check_some_steps(getattr(self, name), f"train.{name}")
         for m in self.milestones:
             check_steps(m, "train.milestones")
 
@@ -284,14 +298,16 @@ class RunConfig:
                 f"scratch_cap = {self.scratch_cap!r} would train scratch_b below the dense budget; "
                 "give 0 (no cap) or a ratio >= 1, e.g. 2 as Rethinking on ImageNet"
             )
-        if not isinstance(self.levels, int) or isinstance(self.levels, bool) or self.levels < 0:
-            raise ConfigError(f"levels = {self.levels!r} must be an integer >= 0")
+        _integer_in(
+            self.levels, "levels", MAX_LEVELS, " (level 1000 keeps 0.8^1000 ≈ 1e-97 of the weights)"
+        )
         if self.branch.kind and self.branch.first > self.levels:
             raise ConfigError(
                 f"branch.first = {self.branch.first} is after the last level ({self.levels})"
             )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed = {self.seed!r} must be an integer >= 0")
+        _integer_in(
+            self.seed, "seed", MAX_SEED, " (2**63 - 1: a signed 64-bit integer, as in TOML)"
+        )
         from maskstudy.pruning.schedules import check_schedule_run
 
         check_schedule_run(self)

@@ -20,13 +20,15 @@ import torch
 from tqdm import tqdm
 
 from maskstudy.data import from_config
-from maskstudy.errors import ConfigError, StoreError
+from maskstudy.errors import ConfigError, MaskstudyError, StoreError
+from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.files import is_temp_file, write_atomic
 from maskstudy.runs.lock import RunLock, clear_error, divergence, record_error
-from maskstudy.runs.run import replica_key, run_group
-from maskstudy.runs.store import Run
-from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep
+from maskstudy.runs.run import preflight, replica_key, run_group
+from maskstudy.runs.store import levels_done
+from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep, read_sweep_text
+from maskstudy.runs.verify import record_run, record_sweep
 from maskstudy.train import Diverged
 
 # Where K seeds stacked train faster than one after another (benchmarks/replicas.py, K = 8, 2 CPU
@@ -79,10 +81,6 @@ def runs_on_gpu(executor: str, device: str | None, resources: dict[str, Any]) ->
     return torch.cuda.is_available()
 
 
-def levels_done(run_dir: Path) -> int:
-    return len(Run(run_dir).levels) if (run_dir / "config.json").is_file() else 0
-
-
 def execute_task(
     cfgs: Sequence[RunConfig],
     out: str | Path,
@@ -93,8 +91,9 @@ def execute_task(
     """Lock, then train (as one replica group) the runs of ``cfgs`` that are not complete.
 
     A run locked by another process is left to it ("busy"). If a group fails, its members are
-    retried one by one; a run that fails alone gets ``error.txt`` and the others go on. A run
-    that diverged (now or on an earlier call: ``diverged.json``) is final and not retrained.
+    retried one by one; a run that fails alone gets ``error.txt`` and the others go on, as does
+    a run whose directory is damaged (an unreadable config.json, a ``.lock`` that is not a file).
+    A run that diverged (now or on an earlier call: ``diverged.json``) is final and not retrained.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -104,21 +103,19 @@ def execute_task(
     with ExitStack() as held:
         todo = []
         for cfg in cfgs:
-            run_dir = out / cfg.run_id()
-            lock = RunLock(run_dir)
-            if not lock.acquire():
-                outcomes[cfg.run_id()] = "busy"
-                continue
-            held.callback(lock.release)
-            if levels_done(run_dir) >= len(cfg.level_range()):
-                outcomes[cfg.run_id()] = "done"
-            elif divergence(run_dir) is not None:
-                outcomes[cfg.run_id()] = "diverged"
-            else:
+            try:
+                outcome = claim(cfg, out / cfg.run_id(), held)
+            except Exception as error:  # a damaged run directory fails its run alone
+                record_error(out / cfg.run_id(), error)
+                outcome = "failed"
+            if outcome is None:
                 todo.append(cfg)
+            else:
+                outcomes[cfg.run_id()] = outcome
         if not todo:
             return outcomes
         try:
+            check_device(device)  # a cluster node without the GPU asked for
             data = from_config(todo[0].data, data_root, device)
         except Exception as error:  # every run of the task needs this data: all fail the same way
             for cfg in todo:
@@ -151,17 +148,36 @@ def execute_task(
     return outcomes
 
 
-def prepare_sweep_dir(sweep_file: str | Path, out: str | Path, extend: bool = False) -> SweepSpec:
-    """Parse the sweep file and copy it to ``out/sweep.toml``; never overwrite a different one
-    unless ``extend`` (the old file is kept as ``sweep.<n>.toml``)."""
+def claim(cfg: RunConfig, run_dir: Path, held: ExitStack) -> Outcome | None:
+    """Lock ``run_dir`` for the rest of ``held`` and say whether its run is busy (another
+    process holds it), done or diverged; None: it is ours to train."""
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return "busy"
+    held.callback(lock.release)
+    held.callback(record_run, run_dir)  # runs first: the record is written under the lock
+    if levels_done(run_dir) >= len(cfg.level_range()):
+        return "done"
+    if divergence(run_dir) is not None:
+        return "diverged"
+    return None
+
+
+def prepare_sweep_dir(
+    sweep_file: str | Path,
+    out: str | Path,
+    extend: bool = False,
+    data_root: str | Path | None = None,
+    here: bool = True,
+) -> SweepSpec:
+    """Parse the sweep file, check every run of it (:func:`preflight`: the data read from
+    ``data_root``, the memory checked when the runs train ``here``) and copy it to
+    ``out/sweep.toml``; never overwrite a different one unless ``extend`` (the old file is
+    kept as ``sweep.<n>.toml``). A sweep that fails a check writes nothing."""
     sweep_file, out = Path(sweep_file), Path(out)
-    try:
-        text = sweep_file.read_text()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"sweep file {sweep_file} not found; pass the path of a .toml sweep file"
-        ) from None
+    text = read_sweep_text(sweep_file)
     spec = parse_sweep(text, str(sweep_file))
+    preflight(spec.configs, data_root, str(sweep_file), here)
     target = out / SWEEP_FILE
     if not target.is_file() and not extend and out.exists():
         # another process starting this sweep may be writing sweep.toml (a temp file) or have
@@ -172,7 +188,7 @@ def prepare_sweep_dir(sweep_file: str | Path, out: str | Path, extend: bool = Fa
                 f"{out} exists and is not a sweep directory (no {SWEEP_FILE}); nothing was written. Choose an empty or new --out"
             )
     if target.is_file():
-        old = target.read_text()
+        old = read_sweep_text(target)
         if old == text:
             return spec
         if not extend:
@@ -198,7 +214,7 @@ class _Progress:
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _done(self) -> list[int]:
-        return [min(levels_done(d), n) for d, n in self.dirs]
+        return [min(_levels_shown(d), n) for d, n in self.dirs]
 
     def update(self) -> None:
         done = self._done()
@@ -228,6 +244,14 @@ class _Progress:
         self._thread.join()
         self.update()
         self.bar.close()
+
+
+def _levels_shown(run_dir: Path) -> int:
+    """levels_done for the progress bar: a damaged run directory counts 0 (its task reports it)."""
+    try:
+        return levels_done(run_dir)
+    except (MaskstudyError, OSError):
+        return 0
 
 
 def available_devices(device: str | None) -> list[str | None]:
@@ -319,11 +343,14 @@ def run_sweep(
         )
     if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs = {jobs!r} must be an integer >= 1")
+    here = executor == "local"  # else the nodes' GPUs and memory count, not this machine's
+    check_device(device, here=here)
     out = Path(out).resolve()
-    spec = prepare_sweep_dir(sweep_file, out, extend)
+    root = Path(data_root).resolve() if data_root is not None else None
+    spec = prepare_sweep_dir(sweep_file, out, extend, root, here)
+    record_sweep(out)  # the sha256 of sweep.toml: verify finds an edited file
     resources = {**spec.slurm, **(slurm or {})}
     gpu = runs_on_gpu(executor, device, resources)
-    root = Path(data_root).resolve() if data_root is not None else None
     outcomes: Counter = Counter()
     with _Progress(out, spec.configs, progress):
         for is_branch in (False, True):  # branches read their parents' levels: they go second

@@ -86,14 +86,23 @@ def exclusive(run_dir: Path) -> Iterator[None]:
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether another process is training this run right now."""
-    if not (Path(run_dir) / LOCK_FILE).is_file():
+    """Whether another process is training this run right now. Only reads, so results on a
+    read-only disk report their states: no lock file means never locked, and an existing one is
+    opened read-only and probed with a shared lock, which any trainer's exclusive lock blocks."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    lock = RunLock(run_dir)
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
+    except OSError as e:
+        raise StoreError(f"could not read the lock file {path}: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+    return False
 
 
 def record_error(run_dir: Path, error: BaseException) -> None:
@@ -136,7 +145,7 @@ def clear_error(run_dir: Path) -> None:
 
 def first_error_line(run_dir: Path) -> str:
     """The first line of a stored error: the exception type and message."""
-    lines = (Path(run_dir) / ERROR_FILE).read_text().splitlines()
+    lines = (Path(run_dir) / ERROR_FILE).read_text(errors="replace").splitlines()
     return lines[0] if lines else "(empty error.txt)"
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from maskstudy.data import from_config
 from maskstudy.data.base import Data
-from maskstudy.errors import ConfigError, StoreError
+from maskstudy.errors import ConfigError, DataError, StoreError
 from maskstudy.eval.robust import attack_metrics
 from maskstudy.models import build
 from maskstudy.pruning import CRITERIA, prune
@@ -26,7 +26,6 @@ from maskstudy.pruning.masks import (
     full_mask,
     kept_total,
     layer_densities,
-    prunable_names,
 )
 from maskstudy.pruning.saliency import scores_init
 from maskstudy.runs.branch import (
@@ -38,7 +37,8 @@ from maskstudy.runs.branch import (
     parent_weights,
     rewinds_schedule,
 )
-from maskstudy.runs.config import RunConfig
+from maskstudy.runs.checks import Layers, check_device, check_run, rewind_step
+from maskstudy.runs.config import DataConfig, RunConfig
 from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import (
@@ -51,7 +51,6 @@ from maskstudy.runs.lock import (
 from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
-from maskstudy.runs.steps import to_iterations
 from maskstudy.runs.store import (
     WEIGHT_FILES,
     Run,
@@ -62,7 +61,7 @@ from maskstudy.runs.store import (
     save_level,
     save_weights,
 )
-from maskstudy.train import Diverged, iterations_per_epoch, replica_net, train_replicas
+from maskstudy.train import Diverged, replica_net, train_replicas
 
 
 def run(
@@ -141,6 +140,65 @@ def replica_key(cfg: RunConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def preflight(
+    cfgs: Sequence[RunConfig],
+    data_root: str | Path | None = None,
+    where: str = "sweep",
+    here: bool = True,
+) -> None:
+    """Check every run of ``cfgs`` (a sweep's) for what only its model or data reveal
+    (:func:`check_run`; the memory only when they train ``here``, not on a cluster's nodes)
+    before any trains: each distinct dataset is loaded once, on the CPU, and each distinct
+    config's model is built on the meta device. One ConfigError lists every distinct reason
+    with the runs it affects. A dataset whose files cannot be read (DataError) is left to its
+    runs, which record it: the machines that train may hold data this one lacks."""
+    problems: dict[str, list[str]] = {}
+    for data_cfg, group in _by_data(cfgs).items():
+        try:
+            data = from_config(data_cfg, data_root)
+        except DataError:
+            continue
+        except ConfigError as e:  # data.val_size, data.augment: the same for the whole group
+            problems.setdefault(str(e), []).extend(c.run_id() for c in group)
+            continue
+        reasons: dict[str, str | None] = {}
+        for cfg in group:
+            key = replica_key(cfg)  # seeds and parents do not change what is checked
+            if key not in reasons:
+                reasons[key] = _problem(cfg, data, here)
+            if reasons[key] is not None:
+                problems.setdefault(reasons[key], []).append(cfg.run_id())
+    if problems:
+        raise ConfigError(problem_report(problems, where))
+
+
+def _by_data(cfgs: Sequence[RunConfig]) -> dict[DataConfig, list[RunConfig]]:
+    """The configs grouped by their data config, in order."""
+    groups: dict[DataConfig, list[RunConfig]] = {}
+    for cfg in cfgs:
+        groups.setdefault(cfg.data, []).append(cfg)
+    return groups
+
+
+def _problem(cfg: RunConfig, data: Data, here: bool) -> str | None:
+    """Why ``cfg`` cannot run on ``data``, or None."""
+    try:
+        check_run(cfg, data, here)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def problem_report(problems: dict[str, list[str]], where: str, shown: int = 3) -> str:
+    """Each reason with the runs it affects (the first ``shown`` by id, then a count)."""
+    bad = len({run for runs in problems.values() for run in runs})
+    lines = [f"{where}: {bad} run(s) cannot train; nothing was trained or written. Fix these:"]
+    for reason, runs in problems.items():
+        more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+        lines.append(f"- {reason}\n  runs ({len(runs)}): {', '.join(runs[:shown])}{more}")
+    return "\n".join(lines)
+
+
 @dataclass
 class Member:
     """One run of a replica group: its config, store, resolved layers and levels still to do."""
@@ -167,6 +225,7 @@ def run_group(
     are skipped, so members at different levels catch up one level at a time. A branch reads
     its masks from its parent: ``parents[i]``, by default the run ``out/<branch.parent>``.
     """
+    check_device(device)
     if len({replica_key(c) for c in cfgs}) > 1:
         raise ConfigError(
             "run_group trains configs that differ only in seed; group them with replica_key"
@@ -194,16 +253,9 @@ def run_group(
     if not any(todos):
         return [create_run(path, c, p) for c, path, p in zip(cfgs, paths, parents, strict=True)]
     data = data if data is not None else from_config(cfg0.data, data_root, device)
+    layers = check_run(cfg0, data)  # before the model is allocated or anything written
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
-    layers = resolve_layers(cfg0, template)
-    ipe = iterations_per_epoch(len(data.train), cfg0.train.batch_size)
-    total = to_iterations(cfg0.train.duration, ipe)
-    k = to_iterations(cfg0.rewind_to, ipe)
-    if k >= total:
-        raise ConfigError(
-            f"rewind_to = {cfg0.rewind_to!r} ({k} iterations) is not before the end of training "
-            f"(train.duration = {cfg0.train.duration!r} = {total} iterations)"
-        )
+    k = rewind_step(cfg0, data)
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
         store = create_run(path, c, parent)  # only now: a config that cannot run leaves nothing
@@ -400,32 +452,3 @@ def level_metrics(level: int, mask: Mask, final: dict, start_step: int) -> dict:
         "start_step": start_step,
         **final,
     }
-
-
-OUTPUT_ALIAS = "output"
-
-
-@dataclass(frozen=True)
-class Layers:
-    """Per-tensor pruning overrides with the ``"output"`` alias resolved to the model's classifier."""
-
-    amounts: dict[str, float]
-    exclude: tuple[str, ...]
-
-
-def resolve_layers(cfg: RunConfig, model: nn.Module) -> Layers:
-    """Resolve and check the tensor names of ``prune.layer_amounts`` and ``prune.exclude``."""
-    names = prunable_names(model)
-
-    def resolve(key: str, field: str) -> str:
-        name = model.output_layer if key == OUTPUT_ALIAS else key
-        if name not in names:
-            raise ConfigError(
-                f"{field} names {key!r}, which is not a prunable tensor of {cfg.model.name}; "
-                f"use {OUTPUT_ALIAS!r} for the classifier or one of: {', '.join(names)}"
-            )
-        return name
-
-    amounts = {resolve(k, "prune.layer_amounts"): v for k, v in cfg.prune.layer_amounts.items()}
-    exclude = tuple(resolve(k, "prune.exclude") for k in cfg.prune.exclude)
-    return Layers(amounts, exclude)

@@ -41,6 +41,7 @@ LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
 HISTORY_FILE = "history.jsonl"
 SCHEMA = 2  # config.json format: 2 = regimes as named since branches (finetune at the final LR)
+INFO_TABLES = ("files", "sizes", "parent")  # config.json keys holding tables, when present
 SIDE_FILES = (".lock", "error.txt")  # a sweep's lock and failure record may precede config.json
 
 
@@ -71,6 +72,7 @@ class Run:
         self.info: dict[str, Any] = read_json(info_path)
         if not isinstance(self.info, dict) or not isinstance(self.info.get("config"), dict):
             raise StoreError(f"{info_path} has no 'config' table; the file is damaged")
+        check_tables(self.info, info_path)
         try:
             self.config = RunConfig.from_dict(legacy_config(self.info, info_path))
         except ConfigError as e:
@@ -218,6 +220,25 @@ class Run:
                 )
             rows += [json.loads(line) for line in mine]
         return pd.DataFrame(rows)
+
+
+def check_tables(info: dict[str, Any], path: Path) -> None:
+    """StoreError unless the tables config.json may hold (files and sizes by file name, the
+    parent record and its masks) are tables: readers look names up in them."""
+    tables = {key: info.get(key) for key in INFO_TABLES}
+    if isinstance(info.get("parent"), dict):
+        tables["parent.masks"] = info["parent"].get("masks", {})
+    for key, value in tables.items():
+        if value is not None and not isinstance(value, dict):
+            raise StoreError(
+                f"{path}: {key!r} is {type(value).__name__} {value!r:.60}, not a table; the file "
+                "is damaged. Run `maskstudy verify` on the run directory"
+            )
+
+
+def levels_done(run_dir: Path) -> int:
+    """How many levels of a run directory are complete (0 before its config.json exists)."""
+    return len(Run(run_dir).levels) if (Path(run_dir) / "config.json").is_file() else 0
 
 
 def history_lines(path: Path) -> list[tuple[int, str]]:

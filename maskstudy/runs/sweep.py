@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from maskstudy.errors import ConfigError, StoreError
+from maskstudy.errors import ConfigError, MaskstudyError, StoreError
 from maskstudy.runs.branch import branch_config
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.lock import run_state
@@ -252,15 +252,28 @@ def _branches(spec: Mapping[str, Any], runs: list[RunConfig], where: str) -> lis
     return out
 
 
-def read_sweep(path: str | Path) -> SweepSpec:
-    path = Path(path)
+def read_sweep_text(path: Path) -> str:
+    """The text of a sweep file (TOML: UTF-8); ConfigError naming it when it is missing,
+    unreadable or not UTF-8."""
     try:
-        text = path.read_text()
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"sweep file {path} not found; pass the path of a .toml sweep file"
         ) from None
-    return parse_sweep(text, str(path))
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1]
+        raise ConfigError(
+            f"sweep file {path} is not UTF-8 text (byte {e.start} is {bad!r}); TOML files are "
+            "UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"could not read sweep file {path}: {e.strerror or e}") from None
+
+
+def read_sweep(path: str | Path) -> SweepSpec:
+    """Read and parse a sweep file."""
+    return parse_sweep(read_sweep_text(Path(path)), str(path))
 
 
 # --- reading a sweep directory ----------------------------------------------------------------
@@ -310,7 +323,7 @@ class Sweep:
         rows = []
         for cfg in self.spec.configs:
             expected = len(cfg.level_range())
-            state, done, detail = run_state(self.path / cfg.run_id(), expected)
+            state, done, detail = _run_state(self.path / cfg.run_id(), expected)
             rows.append(
                 {
                     "run_id": cfg.run_id(),
@@ -321,6 +334,15 @@ class Sweep:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _run_state(run_dir: Path, expected: int) -> tuple[str, int, str]:
+    """``run_state``, with a run directory too damaged to read shown as failed with the reason
+    instead of stopping the whole table."""
+    try:
+        return run_state(run_dir, expected)
+    except (MaskstudyError, OSError) as error:
+        return "failed", 0, f"{type(error).__name__}: {error}"
 
 
 def _field(cfg: RunConfig, path: str) -> Any:

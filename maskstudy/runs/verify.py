@@ -5,11 +5,20 @@ interrupted run has not finished: rerun to complete it); ``stray`` (a leftover t
 file, harmless); or damage: ``missing``, ``truncated`` (shorter than recorded and unreadable),
 ``altered`` (any other change). ``summary`` says it in one line; ``is_damaged`` decides the exit
 status of ``maskstudy verify`` (1 when anything is damaged, else 0).
+
+Lost data is found by what still records it: rows of history.jsonl (written after a level's files,
+just before its DONE), a later complete level (levels are trained in order), and a sweep's
+``manifest/`` (``record_sweep``: the sha256 of sweep.toml; ``record_run``: the levels each run
+completed), which is the only proof that a whole run directory, or the DONE of a run's last level,
+existed: without it their loss reads as a run not started or a level interrupted.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +28,11 @@ from maskstudy.errors import MaskstudyError, StoreError
 from maskstudy.runs.files import (
     digest,
     is_temp_file,
+    read_bytes,
     read_json,
     temp_files,
     tensors_from_bytes,
+    write_json,
 )
 from maskstudy.runs.store import (
     HISTORY_FILE,
@@ -39,6 +50,9 @@ STATUSES = ("ok", "incomplete", "stray", "missing", "truncated", "altered")
 DAMAGE = ("missing", "truncated", "altered")
 COLUMNS = ("run", "level", "file", "status", "detail")
 RERUN = "rerun the config to complete it"
+MANIFEST_DIR = "manifest"  # in a sweep directory: sweep.json and runs/<run id>.json
+SWEEP_RECORD = "sweep.json"
+RUN_RECORDS = "runs"
 
 
 def verify(path: str | Path) -> pd.DataFrame:
@@ -46,10 +60,10 @@ def verify(path: str | Path) -> pd.DataFrame:
     root = Path(path)
     if not root.is_dir():
         raise StoreError(f"{root} is not a directory; pass a run or sweep directory")
-    if _looks_like_run(root) and not (root / SWEEP_FILE).is_file():
+    if _looks_like_run(root) and not _is_sweep(root):
         rows = check_run(root, root.name)
     else:
-        rows = _check_sweep(root) if (root / SWEEP_FILE).is_file() else []
+        rows = _check_sweep(root) if _is_sweep(root) else []
         runs = [d for d in sorted(root.iterdir()) if _looks_like_run(d)]
         if not runs and not rows:
             raise StoreError(
@@ -74,10 +88,8 @@ def summary(frame: pd.DataFrame) -> str:
     levels = frame.dropna(subset=["level"]).drop_duplicates(["run", "level"])
     parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
     verdict = "DAMAGED" if is_damaged(frame) else "intact"
-    return (
-        f"{frame['run'].nunique()} runs, {len(levels)} levels, {len(frame)} files: {parts}: "
-        f"{verdict}"
-    )
+    runs = frame.loc[frame["run"] != "", "run"].nunique()  # "" is the sweep's own files
+    return f"{runs} runs, {len(levels)} levels, {len(frame)} files: {parts}: {verdict}"
 
 
 def _looks_like_run(path: Path) -> bool:
@@ -86,17 +98,107 @@ def _looks_like_run(path: Path) -> bool:
     )
 
 
+def _is_sweep(path: Path) -> bool:
+    """A sweep directory holds sweep.toml, or a manifest saying it did."""
+    return (path / SWEEP_FILE).is_file() or (path / MANIFEST_DIR).is_dir()
+
+
 def _check_sweep(root: Path) -> list[dict[str, Any]]:
-    """sweep.toml must parse; its runs that have no directory yet are ``incomplete``."""
+    """sweep.toml against its recorded sha256, and it must parse; a run without a directory is
+    ``missing`` when the manifest records levels of it, else ``incomplete`` (not started)."""
+    rows = _check_sweep_file(root)
+    planned: list[str] = []
+    if (root / SWEEP_FILE).is_file():
+        try:
+            planned = [c.run_id() for c in read_sweep(root / SWEEP_FILE).configs]
+        except MaskstudyError as e:
+            if not rows:  # else its recorded sha256 already says whether it was changed
+                rows = [_row("", None, SWEEP_FILE, "altered", str(e))]
+    recorded = sorted(p.stem for p in (root / MANIFEST_DIR / RUN_RECORDS).glob("*.json"))
+    for name in dict.fromkeys(planned + recorded):
+        if not (root / name).exists():
+            rows.append(_absent_run(root, name))
+    return rows
+
+
+def _check_sweep_file(root: Path) -> list[dict[str, Any]]:
+    """The row of sweep.toml against the sha256 ``record_sweep`` kept ([] for a sweep without
+    one, made before records were kept)."""
+    record_path = root / MANIFEST_DIR / SWEEP_RECORD
+    if not record_path.is_file():
+        return []
+    record = _read_record(record_path, SWEEP_FILE, str)
+    if isinstance(record, tuple):
+        return [_row("", None, f"{MANIFEST_DIR}/{SWEEP_RECORD}", *record)]
+    path = root / SWEEP_FILE
+    if not path.is_file():
+        return [_row("", None, SWEEP_FILE, "missing", "the sweep's file is gone")]
+    status, detail = check_file(path, record[SWEEP_FILE], record.get("size"))
+    if status == "altered":
+        detail += "; it was edited after the sweep was created"
+    return [_row("", None, SWEEP_FILE, status, detail)]
+
+
+def _absent_run(root: Path, name: str) -> dict[str, Any]:
+    """The row of a sweep's run that has no directory: lost when the manifest records levels
+    of it, else not started yet."""
+    levels = _recorded_levels(root, name)
+    if isinstance(levels, tuple):
+        return _row(name, None, f"{MANIFEST_DIR}/{RUN_RECORDS}/{name}.json", *levels)
+    if levels:
+        detail = f"the sweep recorded its levels {sorted(levels)} complete; its directory is gone"
+        return _row(name, None, "", "missing", detail)
+    return _row(name, None, "", "incomplete", f"not started; {RERUN}")
+
+
+# --- the sweep's manifest: written by the sweep's writers, read by verify ----------------------
+def record_sweep(sweep_dir: str | Path) -> None:
+    """Record the sha256 of the sweep directory's sweep.toml as it is now (call right after
+    writing it), so ``verify`` can tell a later edit."""
+    sweep_dir = Path(sweep_dir)
+    data = read_bytes(sweep_dir / SWEEP_FILE)
+    record = {SWEEP_FILE: digest(data), "size": len(data)}
+    _write_record(sweep_dir / MANIFEST_DIR / SWEEP_RECORD, record)
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a manifest record unless it already says the same: a sweep called again on
+    finished runs touches nothing."""
     try:
-        spec = read_sweep(root / SWEEP_FILE)
-    except MaskstudyError as e:
-        return [_row("", None, SWEEP_FILE, "altered", str(e))]
-    return [
-        _row(c.run_id(), None, "", "incomplete", f"not started; {RERUN}")
-        for c in spec.configs
-        if not (root / c.run_id()).exists()
-    ]
+        if path.is_file() and json.loads(path.read_bytes()) == record:
+            return
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        pass  # damaged or unreadable: written anew
+    write_json(path, record)
+
+
+def record_run(run_dir: str | Path) -> None:
+    """Record in the manifest of the sweep directory holding ``run_dir`` the run's complete
+    levels (call while holding its lock, after each attempt), so ``verify`` reports them missing
+    if they are lost. A run without levels is not recorded. Never raises: a failed record is
+    said on stderr and the sweep goes on."""
+    run_dir = Path(run_dir)
+    path = run_dir.parent / MANIFEST_DIR / RUN_RECORDS / f"{run_dir.name}.json"
+    try:
+        levels = Run(run_dir).levels if (run_dir / "config.json").is_file() else []
+        if levels:
+            _write_record(path, {"run_id": run_dir.name, "levels": levels})
+    except StoreError as e:
+        print(f"maskstudy: {e}; verify will not know the levels of {run_dir}", file=sys.stderr)
+
+
+def _recorded_levels(sweep_dir: Path, name: str) -> set[int] | tuple[str, str]:
+    """The levels of run ``name`` the sweep's manifest records complete (none without a record),
+    or (status, why) when its record cannot be used."""
+    path = sweep_dir / MANIFEST_DIR / RUN_RECORDS / f"{name}.json"
+    if not path.is_file():
+        return set()
+    record = _read_record(path, "levels", list)
+    if isinstance(record, tuple):
+        return record
+    if not all(isinstance(level, int) for level in record["levels"]):
+        return "altered", f"{path} lists levels that are not level numbers; the file is damaged"
+    return set(record["levels"])
 
 
 def _row(run: str, level: int | None, file: str, status: str, detail: str = "") -> dict:
@@ -115,10 +217,16 @@ def check_run(run_dir: Path, name: str) -> list[dict[str, Any]]:
     branch = config.get("branch") or {}
     reinit = config.get("regime") in ("reinit_prune", "reinit") and not branch.get("kind")
     first = branch.get("first", 1) if branch.get("kind") else 0
-    complete = _check_levels(run_dir, reinit, first, add)
+    history = _read_history(run_dir)
+    evidence = Evidence(
+        done={n for n in _level_numbers(run_dir) if (level_dir(run_dir, n) / "DONE").is_file()},
+        rows={lv for lv, _ in history} if isinstance(history, list) else set(),
+        recorded=_run_record(run_dir, add),
+    )
+    complete = _check_levels(run_dir, reinit, first, evidence, add)
     if info is not None:
         _check_weights(run_dir, info, bool(complete), add)
-    _check_history(run_dir, complete, add)
+    _check_history(run_dir, complete, history, add)
     for leftover in temp_files(run_dir):  # anywhere in the run, levels included
         add(
             None,
@@ -178,42 +286,73 @@ def _check_weights(run_dir: Path, info: dict, has_levels: bool, add) -> None:
             add(None, name, "missing", "levels are complete but θ0 was never recorded")
 
 
-def _check_levels(run_dir: Path, reinit: bool, first: int, add) -> dict[int, dict]:
-    """Each level directory from ``first`` on (a branch may start after 0): its DONE and every
-    file DONE records (a reinitialising run's levels ≥ 1 also record their start weights).
-    Returns the complete levels."""
+@dataclass(frozen=True)
+class Evidence:
+    """What says which levels of a run were complete, whatever is left of their directories."""
+
+    done: set[int]  # levels with a DONE file
+    rows: set[int]  # levels with rows in history.jsonl
+    recorded: set[int]  # levels the sweep's manifest records complete
+
+    @property
+    def last(self) -> int:
+        """The last level known to have been reached (-1: none)."""
+        return max(self.done | self.rows | self.recorded, default=-1)
+
+    def why_complete(self, level: int) -> str | None:
+        """Why ``level`` must have been complete, or None when nothing proves it: a later level's
+        DONE or rows (levels are trained in order), or the sweep's record. Rows of the level
+        itself prove only that its files were written: a kill before its DONE leaves them too."""
+        later = max((n for n in self.done | self.rows if n > level), default=None)
+        if later is not None:
+            return f"level {later} was reached, so this one was complete"
+        if any(n >= level for n in self.recorded):
+            return f"the sweep recorded levels {sorted(self.recorded)} complete"
+        return None
+
+
+def _level_numbers(run_dir: Path) -> list[int]:
+    """The levels that have a directory, complete or not."""
     root = run_dir / "levels"
-    numbers = (
-        sorted(int(d.name) for d in root.iterdir() if d.name.isdigit()) if root.is_dir() else []
-    )
-    last = max((n for n in numbers if (level_dir(run_dir, n) / "DONE").is_file()), default=-1)
+    return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit()) if root.is_dir() else []
+
+
+def _run_record(run_dir: Path, add) -> set[int]:
+    """The levels the manifest of the sweep holding ``run_dir`` records complete."""
+    levels = _recorded_levels(run_dir.parent, run_dir.name)
+    if isinstance(levels, tuple):
+        add(None, f"../{MANIFEST_DIR}/{RUN_RECORDS}/{run_dir.name}.json", *levels)
+        return set()
+    return levels
+
+
+def _check_levels(
+    run_dir: Path, reinit: bool, first: int, evidence: Evidence, add
+) -> dict[int, dict]:
+    """Each level directory from ``first`` on (a branch may start after 0), and those the
+    evidence says existed: its DONE and every file DONE records (a reinitialising run's
+    levels ≥ 1 also record their start weights). Returns the complete levels."""
+    numbers = _level_numbers(run_dir)
     complete: dict[int, dict] = {}
-    for level in range(first, last + 1):
+    for level in range(first, evidence.last + 1):
         if level not in numbers:
-            add(
-                level,
-                f"levels/{level:02d}",
-                "missing",
-                f"level {last} is complete but not this one",
-            )
+            why = evidence.why_complete(level) or "its rows are in history.jsonl"
+            add(level, f"levels/{level:02d}", "missing", why)
     for level in numbers:
         directory = level_dir(run_dir, level)
         where = directory.relative_to(run_dir).as_posix()
         done = directory / "DONE"
         if not done.is_file():
-            if level < last:
-                add(level, f"{where}/DONE", "missing", f"level {last} is complete but not this one")
-            else:
-                add(level, f"{where}/DONE", "incomplete", f"the level was interrupted; {RERUN}")
+            _check_unfinished(directory, where, level, _level_files(reinit, level), evidence, add)
             continue
-        record = _read_done(done)
-        if isinstance(record, str):
-            add(level, f"{where}/DONE", _unreadable_status(done.read_bytes()), record)
+        record = _read_record(done, "files", dict)
+        if isinstance(record, tuple):
+            add(level, f"{where}/DONE", *record)
             continue
         add(level, f"{where}/DONE", "ok")
         complete[level] = record
         files, sizes = record["files"], record.get("sizes", {})
-        for name in LEVEL_FILES + ((START_FILE,) if reinit and level > 0 else ()):
+        for name in _level_files(reinit, level):
             if name not in files:
                 add(level, f"{where}/{name}", "missing", "not recorded in DONE")
         for name, sha in files.items():
@@ -224,14 +363,51 @@ def _check_levels(run_dir: Path, reinit: bool, first: int, add) -> dict[int, dic
     return complete
 
 
-def _read_done(path: Path) -> dict | str:
-    """The DONE record, or why it cannot be used."""
+def _level_files(reinit: bool, level: int) -> tuple[str, ...]:
+    """The files every level has; a reinitialising run's levels ≥ 1 also store their start."""
+    return LEVEL_FILES + ((START_FILE,) if reinit and level > 0 else ())
+
+
+def _check_unfinished(
+    directory: Path, where: str, level: int, expected: tuple[str, ...], evidence: Evidence, add
+) -> None:
+    """A level directory without DONE: lost when the evidence proves the level complete; else
+    interrupted. Its rows in history.jsonl (written after its files, before DONE) prove its files
+    were written, so those gone are lost, but not its DONE: a kill between the two leaves the
+    same as a deleted DONE."""
+    why = evidence.why_complete(level)
+    if why is not None:
+        add(level, f"{where}/DONE", "missing", why)
+        return
+    if level not in evidence.rows:
+        add(level, f"{where}/DONE", "incomplete", f"the level was interrupted; {RERUN}")
+        return
+    for name in expected:
+        if not (directory / name).is_file():
+            add(
+                level,
+                f"{where}/{name}",
+                "missing",
+                "its rows are in history.jsonl, written after it",
+            )
+    add(
+        level,
+        f"{where}/DONE",
+        "incomplete",
+        f"its files and history rows were written: the run was killed just before DONE, or DONE "
+        f"was deleted; {RERUN}",
+    )
+
+
+def _read_record(path: Path, key: str, kind: type) -> dict | tuple[str, str]:
+    """A JSON record (DONE, a manifest file) whose ``key`` holds a ``kind``, or (status, why)
+    when it cannot be used."""
     try:
         record = read_json(path)
     except StoreError as e:
-        return str(e)
-    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
-        return f"{path} does not list the level's files"
+        return _unreadable_status(path.read_bytes()), str(e)
+    if not isinstance(record, dict) or not isinstance(record.get(key), kind):
+        return "altered", f"{path} has no {key!r} {kind.__name__}; the file is damaged"
     return record
 
 
@@ -258,6 +434,8 @@ def _readable(path: Path, data: bytes) -> bool:
     try:
         if path.suffix == ".safetensors":
             tensors_from_bytes(data, path)
+        elif path.suffix == ".toml":
+            tomllib.loads(data.decode())
         else:
             json.loads(data)
     except (StoreError, ValueError):
@@ -265,21 +443,33 @@ def _readable(path: Path, data: bytes) -> bool:
     return True
 
 
-def _check_history(run_dir: Path, complete: dict[int, dict], add) -> None:
+def _read_history(run_dir: Path) -> list[tuple[int, str]] | str | None:
+    """history.jsonl's (level, line) rows; None when there is none, why when it is damaged."""
+    path = run_dir / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return history_lines(path)
+    except StoreError as e:
+        return str(e)
+
+
+def _check_history(
+    run_dir: Path, complete: dict[int, dict], history: list[tuple[int, str]] | str | None, add
+) -> None:
     """The rows of each complete level in history.jsonl against the sha256 and row count in its
     DONE: rows cut short with nothing after them are ``truncated``."""
     path = run_dir / HISTORY_FILE
     if not complete:
         return
-    if not path.is_file():
+    if history is None:
         add(None, HISTORY_FILE, "missing", "levels are complete but their curves are gone")
         return
-    try:
-        lines = history_lines(path)
-    except StoreError as e:
+    if isinstance(history, str):
         cut = not path.read_bytes().endswith(b"\n")
-        add(None, HISTORY_FILE, "truncated" if cut else "altered", str(e))
+        add(None, HISTORY_FILE, "truncated" if cut else "altered", history)
         return
+    lines = history
     last = max((lv for lv, _ in lines), default=-1)  # the last level with rows left
     for level, record in complete.items():
         if "history" not in record:

@@ -23,7 +23,7 @@ from maskstudy.errors import ConfigError, DataError, MaskstudyError
 from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import TrainConfig
 from maskstudy.runs.seeds import generator
-from maskstudy.runs.steps import to_iterations
+from maskstudy.runs.steps import check_some_steps, to_iterations
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
 from maskstudy.train.replicas import Net, Single
 
@@ -247,7 +247,7 @@ def train_replicas(
     total = to_iterations(cfg.duration, per_epoch)
     eval_every = to_iterations(cfg.eval_every, per_epoch)
     lr_at = lr_factor(cfg, per_epoch)  # refuses a duration of 0 iterations
-    _check_call(net, data, cfg, total, eval_every, start_step, snapshot_step)
+    _check_call(net, data, cfg, total, per_epoch, start_step, snapshot_step)
     keeper = _MaskKeeper(net, masks)
     optimizer = build_optimizer(net.parameters(), cfg)
     net.train(True)
@@ -334,14 +334,11 @@ def _check_call(
     data: Data,
     cfg: TrainConfig,
     total: int,
-    eval_every: int,
+    per_epoch: int,
     start_step: int,
     snapshot_step: int | None,
 ) -> None:
-    if eval_every < 1:
-        raise ConfigError(
-            f"train.eval_every = {cfg.eval_every!r} is 0 iterations; give at least one, e.g. '1ep'"
-        )
+    check_some_steps(cfg.eval_every, "train.eval_every", per_epoch)
     if not 0 <= start_step < total:
         raise ConfigError(
             f"start_step = {start_step} must lie in [0, {total}) for train.duration = "

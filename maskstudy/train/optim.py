@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from maskstudy.errors import ConfigError
 from maskstudy.runs.config import TrainConfig
-from maskstudy.runs.steps import to_iterations
+from maskstudy.runs.steps import check_some_steps, to_iterations
 
 
 def build_optimizer(
@@ -46,11 +45,8 @@ def lr_factor(cfg: TrainConfig, iterations_per_epoch: int) -> Callable[[int], fl
     A warm-up of W iterations multiplies any of them by ``min(1, (step + 1) / W)``: the first
     update uses lr/W and step W-1 reaches the full rate.
     """
+    check_some_steps(cfg.duration, "train.duration", iterations_per_epoch)
     total = to_iterations(cfg.duration, iterations_per_epoch)
-    if total < 1:
-        raise ConfigError(
-            f"train.duration = {cfg.duration!r} is 0 iterations; give at least one, e.g. '1ep'"
-        )
     warmup = to_iterations(cfg.warmup, iterations_per_epoch)
     milestones = [to_iterations(m, iterations_per_epoch) for m in cfg.milestones]
 
