@@ -42,7 +42,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from maskstudy.runs.run import run
 
     cfg = get_preset(args.preset).replace(_overrides(args))
-    result = run(cfg, args.out, data_root=args.data, device=args.device, progress=not args.quiet)
+    result = run(
+        cfg,
+        args.out,
+        data_root=args.data,
+        device=args.device,
+        progress=not args.quiet,
+        announce=True,
+    )
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"run directory: {result.path}")
@@ -63,6 +70,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
         data_root=args.data,
         device=args.device,
         progress=not args.quiet,
+        announce=True,
     )
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))

@@ -197,6 +197,30 @@ def test_cli_runs_a_preset_and_prints_the_directory(tmp_path, capsys):
     assert info["versions"]["torch"] == torch.__version__
 
 
+def test_cli_says_where_a_run_trains_resumes_and_stopped(tmp_path, capsys, monkeypatch):
+    args = ["run", "--preset", "lenet300_digits", "--levels", "1", "--epochs", "1"]
+    args += ["--set", "train.batch_size=200", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("run directory: ")
+    (level_dir(path, 1) / "DONE").unlink()
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    name = path.rsplit("/", 1)[-1]
+    assert err[0] == f"resuming run {name} at level 1 (levels done: [0]); run directory: {path}"
+    assert main(args) == 0
+    assert (
+        capsys.readouterr().err.splitlines()[0] == f"run directory: {path} (complete: levels 0-1)"
+    )
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("maskstudy.runs.run.run_group", interrupted)
+    assert main([*args[:4], "2", *args[5:]]) == 130
+    err = capsys.readouterr().err
+    assert f"\nrun directory: {path}\n" in err and "interrupted" in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -9,7 +9,9 @@ recorded as diverged (``diverged.json``) and not retrained until that file is de
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +74,13 @@ def run(
     device: str = "cpu",
     progress: bool = True,
     data: Data | None = None,
+    announce: bool = False,
 ) -> Run:
     """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run.
 
-    The run is locked while it trains: a second process asking for it gets a StoreError."""
-    with exclusive(Path(out) / cfg.run_id()):
+    The run is locked while it trains: a second process asking for it gets a StoreError.
+    ``announce`` says on stderr where it trains and resumes, and where it stopped on Ctrl-C."""
+    with training(Path(out) / cfg.run_id(), cfg, announce):
         return run_group(
             [cfg], out, data_root=data_root, device=device, progress=progress, data=data
         )[0]
@@ -95,13 +99,15 @@ def branch(
     device: str = "cpu",
     progress: bool = True,
     data: Data | None = None,
+    announce: bool = False,
 ) -> Run:
     """Train (or resume) the ``kind`` branch of the run ``parent`` and return it.
 
     ``levels = L``: the parent's masks of levels 1..L (default: every level the parent has
     completed); ``level = L``: only level L; ``seed``: the fresh init and data order (default:
     the parent's); ``overrides``: dotted fields such as ``train.lr`` or ``rewind_to``. ``out``
-    defaults to the directory holding the parent, so a branch sits beside it in its sweep.
+    defaults to the directory holding the parent, so a branch sits beside it in its sweep;
+    ``announce`` as for :func:`run`.
     """
     parent = parent if isinstance(parent, Run) else open_run(parent)
     if levels is None and level is None:
@@ -119,7 +125,7 @@ def branch(
         parent_id=parent.run_id,
     )
     target = Path(out) if out is not None else parent.path.parent
-    with exclusive(target / cfg.run_id()):
+    with training(target / cfg.run_id(), cfg, announce):
         return run_group(
             [cfg],
             target,
@@ -129,6 +135,34 @@ def branch(
             data=data,
             parents=[parent],
         )[0]
+
+
+@contextmanager
+def training(path: Path, cfg: RunConfig, announce: bool) -> Iterator[None]:
+    """Hold the run's lock while it trains; with ``announce``, say on stderr where it trains
+    (and at which level it resumes), and repeat the directory on Ctrl-C."""
+    with exclusive(path):
+        if announce:
+            print(where_it_trains(path, cfg), file=sys.stderr)
+        try:
+            yield
+        except KeyboardInterrupt:
+            if announce:
+                print(f"\nrun directory: {path}", file=sys.stderr)
+            raise
+
+
+def where_it_trains(path: Path, cfg: RunConfig) -> str:
+    """``run directory: …``, with the level a run resumes at when some are done."""
+    done = _levels_done(path)
+    todo = [lv for lv in cfg.level_range() if lv not in done]
+    if not done:
+        return f"run directory: {path}"
+    if not todo:
+        return f"run directory: {path} (complete: levels {done[0]}-{done[-1]})"
+    return (
+        f"resuming run {path.name} at level {todo[0]} (levels done: {done}); run directory: {path}"
+    )
 
 
 def replica_key(cfg: RunConfig) -> str:
@@ -274,8 +308,12 @@ def run_group(
     return [m.store for m in members]
 
 
+def _levels_done(path: Path) -> list[int]:
+    return Run(path).levels if (path / "config.json").is_file() else []
+
+
 def _levels_to_do(cfg: RunConfig, path: Path) -> list[int]:
-    done = set(Run(path).levels) if (path / "config.json").is_file() else set()
+    done = set(_levels_done(path))
     return [lv for lv in cfg.level_range() if lv not in done]
 
 
