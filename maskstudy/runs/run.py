@@ -80,9 +80,15 @@ def run(
 
     The run is locked while it trains: a second process asking for it gets a StoreError.
     ``announce`` says on stderr where it trains and resumes, and where it stopped on Ctrl-C."""
-    with training(Path(out) / cfg.run_id(), cfg, announce):
+    with training(Path(out) / cfg.run_id(), announce):
         return run_group(
-            [cfg], out, data_root=data_root, device=device, progress=progress, data=data
+            [cfg],
+            out,
+            data_root=data_root,
+            device=device,
+            progress=progress,
+            data=data,
+            announce=announce,
         )[0]
 
 
@@ -125,7 +131,7 @@ def branch(
         parent_id=parent.run_id,
     )
     target = Path(out) if out is not None else parent.path.parent
-    with training(target / cfg.run_id(), cfg, announce):
+    with training(target / cfg.run_id(), announce):
         return run_group(
             [cfg],
             target,
@@ -134,22 +140,26 @@ def branch(
             progress=progress,
             data=data,
             parents=[parent],
+            announce=announce,
         )[0]
 
 
 @contextmanager
-def training(path: Path, cfg: RunConfig, announce: bool) -> Iterator[None]:
-    """Hold the run's lock while it trains; with ``announce``, say on stderr where it trains
-    (and at which level it resumes), and repeat the directory on Ctrl-C."""
+def training(path: Path, announce: bool) -> Iterator[None]:
+    """Hold the run's lock while it trains; with ``announce``, repeat its directory on Ctrl-C."""
     with exclusive(path):
-        if announce:
-            print(where_it_trains(path, cfg), file=sys.stderr)
         try:
             yield
         except KeyboardInterrupt:
             if announce:
                 print(f"\nrun directory: {path}", file=sys.stderr)
             raise
+
+
+def _say(announce: bool, cfgs: Sequence[RunConfig], paths: Sequence[Path]) -> None:
+    if announce:
+        for cfg, path in zip(cfgs, paths, strict=True):
+            print(where_it_trains(path, cfg), file=sys.stderr)
 
 
 def where_it_trains(path: Path, cfg: RunConfig) -> str:
@@ -252,12 +262,14 @@ def run_group(
     progress: bool = True,
     data: Data | None = None,
     parents: Sequence[Run | None] | None = None,
+    announce: bool = False,
 ) -> list[Run]:
     """Run configs that differ only in seed as K replicas trained side by side (one is a plain run).
 
     Each member is pruned on its own and saved as its own ordinary run; levels already on disk
     are skipped, so members at different levels catch up one level at a time. A branch reads
     its masks from its parent: ``parents[i]``, by default the run ``out/<branch.parent>``.
+    ``announce`` says on stderr, once every check has passed, where each run trains.
     """
     check_device(device)
     if len({replica_key(c) for c in cfgs}) > 1:
@@ -285,9 +297,11 @@ def run_group(
         if parent is not None:
             check_parent_levels(c, parent, todo)
     if not any(todos):
+        _say(announce, cfgs, paths)
         return [create_run(path, c, p) for c, path, p in zip(cfgs, paths, parents, strict=True)]
     data = data if data is not None else from_config(cfg0.data, data_root, device)
     layers = check_run(cfg0, data)  # before the model is allocated or anything written
+    _say(announce, cfgs, paths)
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
     k = rewind_step(cfg0, data)
     members = []
