@@ -140,7 +140,7 @@ def _totals(status) -> str:
     counts = status["state"].value_counts()
     parts = [
         f"{counts[s]} {s}"
-        for s in ("done", "partial", "running", "diverged", "failed", "pending")
+        for s in ("done", "partial", "running", "waiting", "diverged", "failed", "pending")
         if s in counts
     ]
     return f"{len(status)} runs: " + ", ".join(parts)

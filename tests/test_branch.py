@@ -31,6 +31,7 @@ from maskstudy.runs.config import (
     TrainConfig,
 )
 from maskstudy.runs.executors import run_sweep
+from maskstudy.runs.lock import RunLock
 from maskstudy.runs.run import run
 from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.store import level_dir
@@ -683,6 +684,30 @@ def test_run_sweep_trains_parents_then_branches_and_tables_them(tmp_path):
     dense = runs[runs["level"] == 0].set_index("run_id")["test_acc"]
     copies = at0[at0["regime"] == "reinit"]
     assert copies["test_acc"].tolist() == dense.loc[copies["run_id"]].tolist()
+
+
+def test_branches_wait_while_another_process_trains_their_parents(tmp_path):
+    (tmp_path / "s.toml").write_text(SWEEP)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sweep.toml").write_text(SWEEP)  # the sweep another process started
+    first = parse_sweep(SWEEP).configs[0]
+    held = RunLock(tmp_path / "out" / first.run_id())
+    assert held.acquire()  # another process trains this parent
+    try:
+        outcomes = run_sweep(tmp_path / "s.toml", tmp_path / "out", progress=False)
+        assert outcomes["busy"] == 1 and outcomes["waiting"] == 2  # its reinit and finetune
+        status = open_sweep(tmp_path / "out").status().set_index("run_id")
+        kids = status[status["branch.kind"] != ""]
+        waiting = kids[kids["state"] == "waiting"]
+        assert sorted(waiting["detail"]) == [  # finetune also needs the level before
+            "for levels [0, 1, 2] of its parent",
+            "for levels [1, 2] of its parent",
+        ]
+        assert "failed" not in set(status["state"])
+    finally:
+        held.release()
+    assert run_sweep(tmp_path / "s.toml", tmp_path / "out", progress=False)["trained"] == 3
+    assert (open_sweep(tmp_path / "out").status()["state"] == "done").all()
 
 
 # --- regressions: a Drop Pruning parent, a parent stored before the regimes were renamed -----

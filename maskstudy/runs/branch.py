@@ -10,7 +10,8 @@ branch resumes like any run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -116,13 +117,27 @@ def random_like(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return flat.view(mask.shape).to(mask.device)
 
 
+def missing_parent_levels(cfg: RunConfig, have: Iterable[int], todo: Iterable[int]) -> list[int]:
+    """The parent levels (of ``have``) the branch lacks for ``todo``: the mask of each level it
+    trains and, for finetune / lr_rewind, the trained weights of the level before."""
+    needed = set(todo)
+    if cfg.training_rule() in ("finetune", "lr_rewind"):
+        needed |= {lv - 1 for lv in needed}
+    return sorted(needed - set(have))
+
+
+def waiting_for(cfg: RunConfig, run_dir: Path) -> list[int]:
+    """The levels a sweep's branch still waits for from its parent, the run beside it."""
+    parent_dir = run_dir.parent / cfg.branch.parent
+    have = Run(parent_dir).levels if (parent_dir / "config.json").is_file() else []
+    done = set(Run(run_dir).levels) if (run_dir / "config.json").is_file() else set()
+    return missing_parent_levels(cfg, have, [lv for lv in cfg.level_range() if lv not in done])
+
+
 def check_parent_levels(cfg: RunConfig, parent: Run, todo: list[int]) -> None:
     """Every level the branch is about to train needs the parent's mask of that level (and,
     for finetune / lr_rewind, its trained weights of the level before)."""
-    needed = set(todo)
-    if cfg.training_rule() in ("finetune", "lr_rewind"):
-        needed |= {lv - 1 for lv in todo}
-    missing = sorted(needed - set(parent.levels))
+    missing = missing_parent_levels(cfg, parent.levels, todo)
     if missing:
         raise StoreError(
             f"branch {cfg.run_id()} needs levels {missing} of its parent {parent.path}, which has "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
+from maskstudy.runs.branch import waiting_for
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.files import is_temp_file, write_atomic
@@ -41,7 +42,7 @@ STACK_ANYWHERE = frozenset({"lenet300_100"})
 STACK_ON_GPU = frozenset({"lenet5", "lenet5_caffe", "conv2", "conv4", "conv6"})
 DEFAULT_REPLICAS = 8
 EXECUTORS = ("local", "slurm")
-Outcome = str  # "trained" | "done" | "busy" | "failed" | "diverged"
+Outcome = str  # "trained" | "done" | "busy" | "waiting" | "failed" | "diverged"
 
 
 def default_replicas(model: str, gpu: bool) -> int:
@@ -150,7 +151,8 @@ def execute_task(
 
 def claim(cfg: RunConfig, run_dir: Path, held: ExitStack) -> Outcome | None:
     """Lock ``run_dir`` for the rest of ``held`` and say whether its run is busy (another
-    process holds it), done or diverged; None: it is ours to train."""
+    process holds it), done, diverged, or a branch waiting for its parent's levels (another
+    process trains the parent); None: it is ours to train."""
     lock = RunLock(run_dir)
     if not lock.acquire():
         return "busy"
@@ -160,6 +162,8 @@ def claim(cfg: RunConfig, run_dir: Path, held: ExitStack) -> Outcome | None:
         return "done"
     if divergence(run_dir) is not None:
         return "diverged"
+    if cfg.is_branch and waiting_for(cfg, run_dir):
+        return "waiting"
     return None
 
 

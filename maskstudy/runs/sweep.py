@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
-from maskstudy.runs.branch import branch_config
+from maskstudy.runs.branch import branch_config, waiting_for
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.lock import run_state
 from maskstudy.runs.presets import get_preset
@@ -277,7 +277,7 @@ def read_sweep(path: str | Path) -> SweepSpec:
 
 
 # --- reading a sweep directory ----------------------------------------------------------------
-RUN_STATES = ("done", "partial", "running", "diverged", "failed", "pending")
+RUN_STATES = ("done", "partial", "running", "waiting", "diverged", "failed", "pending")
 
 
 class Sweep:
@@ -324,6 +324,8 @@ class Sweep:
         for cfg in self.spec.configs:
             expected = len(cfg.level_range())
             state, done, detail = _run_state(self.path / cfg.run_id(), expected)
+            if cfg.is_branch and state in ("pending", "partial"):
+                state, detail = _waiting(cfg, self.path / cfg.run_id(), state, detail)
             rows.append(
                 {
                     "run_id": cfg.run_id(),
@@ -343,6 +345,15 @@ def _run_state(run_dir: Path, expected: int) -> tuple[str, int, str]:
         return run_state(run_dir, expected)
     except (MaskstudyError, OSError) as error:
         return "failed", 0, f"{type(error).__name__}: {error}"
+
+
+def _waiting(cfg: RunConfig, run_dir: Path, state: str, detail: str) -> tuple[str, str]:
+    """A branch not yet trained is 'waiting' while its parent lacks levels it needs."""
+    try:
+        missing = waiting_for(cfg, run_dir)
+    except MaskstudyError as error:  # a damaged parent: its own row says so
+        return state, f"parent unreadable: {error}"
+    return ("waiting", f"for levels {missing} of its parent") if missing else (state, detail)
 
 
 def _field(cfg: RunConfig, path: str) -> Any:
