@@ -268,9 +268,11 @@ def available_devices(device: str | None) -> list[str | None]:
 def run_local(
     tasks: list[list[RunConfig]], out: Path, data_root: Path | None, device: str | None, jobs: int
 ) -> Counter:
-    """Tasks in a pool of ``jobs`` worker processes (in this process when jobs = 1)."""
+    """Tasks in a pool of ``jobs`` worker processes (in this process when only one would
+    work: jobs = 1 or a single task, which then keeps every core's thread)."""
     devices = available_devices(device)
-    if jobs == 1:
+    jobs = min(jobs, len(tasks))
+    if jobs <= 1:
         outcomes: Counter = Counter()
         for i, task in enumerate(tasks):
             outcomes.update(execute_task(task, out, data_root, devices[i % len(devices)]).values())
