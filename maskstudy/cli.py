@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         announce=True,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -71,6 +72,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         announce=True,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -266,6 +268,16 @@ def cmd_lmc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=5.0,
+        help="save a level's training state this often, so a killed level resumes there "
+        "(default 5; 0: never)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs", help="output directory (default: runs/)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    _checkpoint_option(r)
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser(
@@ -316,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    _checkpoint_option(b)
     b.set_defaults(func=cmd_branch)
 
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")

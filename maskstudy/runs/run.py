@@ -54,16 +54,21 @@ from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.store import (
+    CHECKPOINT_FILE,
     WEIGHT_FILES,
+    LevelCheckpoints,
     Run,
     create_run,
     inherited_start,
+    level_dir,
     open_run,
     record_parent_mask,
     save_level,
     save_weights,
 )
 from maskstudy.train import Diverged, replica_net, train_replicas
+
+CHECKPOINT_MINUTES = 5.0  # default period of in-level checkpoints
 
 
 def run(
@@ -75,11 +80,13 @@ def run(
     progress: bool = True,
     data: Data | None = None,
     announce: bool = False,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
 ) -> Run:
     """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run.
 
     The run is locked while it trains: a second process asking for it gets a StoreError.
-    ``announce`` says on stderr where it trains and resumes, and where it stopped on Ctrl-C."""
+    ``announce`` says on stderr where it trains and resumes, and where it stopped on Ctrl-C;
+    a level's training state is checkpointed every ``checkpoint_minutes`` (0: never)."""
     with training(Path(out) / cfg.run_id(), announce):
         return run_group(
             [cfg],
@@ -89,6 +96,7 @@ def run(
             progress=progress,
             data=data,
             announce=announce,
+            checkpoint_minutes=checkpoint_minutes,
         )[0]
 
 
@@ -106,6 +114,7 @@ def branch(
     progress: bool = True,
     data: Data | None = None,
     announce: bool = False,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
 ) -> Run:
     """Train (or resume) the ``kind`` branch of the run ``parent`` and return it.
 
@@ -113,7 +122,7 @@ def branch(
     completed); ``level = L``: only level L; ``seed``: the fresh init and data order (default:
     the parent's); ``overrides``: dotted fields such as ``train.lr`` or ``rewind_to``. ``out``
     defaults to the directory holding the parent, so a branch sits beside it in its sweep;
-    ``announce`` as for :func:`run`.
+    ``announce`` and ``checkpoint_minutes`` as for :func:`run`.
     """
     parent = parent if isinstance(parent, Run) else open_run(parent)
     if levels is None and level is None:
@@ -141,6 +150,7 @@ def branch(
             data=data,
             parents=[parent],
             announce=announce,
+            checkpoint_minutes=checkpoint_minutes,
         )[0]
 
 
@@ -245,12 +255,14 @@ def problem_report(problems: dict[str, list[str]], where: str, shown: int = 3) -
 
 @dataclass
 class Member:
-    """One run of a replica group: its config, store, resolved layers and levels still to do."""
+    """One run of a replica group: its config, store, resolved layers, levels still to do and
+    how often (seconds, 0 = never) its level's training state is checkpointed."""
 
     cfg: RunConfig
     store: Run
     layers: Layers
     todo: list[int]
+    checkpoint_every: float = 0.0
 
 
 def run_group(
@@ -263,13 +275,16 @@ def run_group(
     data: Data | None = None,
     parents: Sequence[Run | None] | None = None,
     announce: bool = False,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
 ) -> list[Run]:
     """Run configs that differ only in seed as K replicas trained side by side (one is a plain run).
 
     Each member is pruned on its own and saved as its own ordinary run; levels already on disk
     are skipped, so members at different levels catch up one level at a time. A branch reads
     its masks from its parent: ``parents[i]``, by default the run ``out/<branch.parent>``.
-    ``announce`` says on stderr, once every check has passed, where each run trains.
+    ``announce`` says on stderr, once every check has passed, where each run trains. Every
+    ``checkpoint_minutes`` (0: never) the level's training state is saved, so a killed level
+    resumes from there to the same bytes (not for gradual levels).
     """
     check_device(device)
     if len({replica_key(c) for c in cfgs}) > 1:
@@ -315,7 +330,7 @@ def run_group(
         for which, state in initial_weights(c, data, parent).items():
             if WEIGHT_FILES[which] not in recorded:
                 save_weights(store, which, state)
-        members.append(Member(c, store, layers, todo))
+        members.append(Member(c, store, layers, todo, 60.0 * checkpoint_minutes))
     for level in sorted({lv for m in members for lv in m.todo}):
         active = [m for m in members if level in m.todo]
         train_level(active, template, data, level, k, progress)
@@ -403,6 +418,7 @@ def train_together(
             snapshot_step=k if level == 0 and k > 0 else None,
             progress=label if progress else None,
             update_masks=hook,
+            checkpoints=level_checkpoints(members, level),
         )
     except Diverged as error:
         record_divergence(members[error.replica].store.path, level, error)
@@ -432,6 +448,17 @@ def train_together(
             start=fresh,
             extra_files=level_files.get(m.store.path),
         )
+    for m in members:  # every member's level is saved: its checkpoint has served
+        (level_dir(m.store.path, level) / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def level_checkpoints(members: list[Member], level: int) -> LevelCheckpoints | None:
+    """Where this group's training state of ``level`` is checkpointed (None: not at all)."""
+    every = members[0].checkpoint_every
+    if every <= 0:
+        return None
+    dirs = [level_dir(m.store.path, level) for m in members]
+    return LevelCheckpoints(dirs, [m.store.run_id for m in members], every)
 
 
 def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
 HISTORY_FILE = "history.jsonl"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # a level's training state while it trains
 SCHEMA = 2  # config.json format: 2 = regimes as named since branches (finetune at the final LR)
 INFO_TABLES = ("files", "sizes", "parent")  # config.json keys holding tables, when present
 SIDE_FILES = (".lock", "error.txt")  # a sweep's lock and failure record may precede config.json
@@ -429,3 +431,34 @@ def save_level(
     sizes = {name: len(data) for name, data in contents.items()}
     curve = {"history": digest(rows.encode()), "history_rows": len(history)}
     write_json(done, {"files": files, "sizes": sizes, **curve})
+
+
+@dataclass
+class LevelCheckpoints:
+    """A replica group's in-level checkpoints (train/checkpoint.py): the same file in each
+    member's level directory, naming the group's members, so any member's copy resumes the
+    group and a checkpoint of another grouping is never used."""
+
+    dirs: list[Path]
+    members: list[str]
+    every: float  # seconds between checkpoints
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        paths = [d / CHECKPOINT_FILE for d in self.dirs]
+        if not all(p.is_file() for p in paths):
+            return None
+        data = [read_bytes(p) for p in paths]
+        if any(d != data[0] for d in data):  # killed while writing them: start the level anew
+            return None
+        try:
+            tensors, meta = tensors_from_bytes(data[0], paths[0])
+            state = json.loads(meta["checkpoint"])
+        except (StoreError, KeyError, json.JSONDecodeError):  # damaged: start the level anew
+            return None
+        return (tensors, state) if state.get("members") == self.members else None
+
+    def save(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        text = json.dumps({**meta, "members": self.members})  # rows keep their column order
+        data = tensors_to_bytes(tensors, {"checkpoint": text})
+        for directory in self.dirs:
+            write_atomic(directory / CHECKPOINT_FILE, data)

@@ -24,6 +24,7 @@ from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import TrainConfig
 from maskstudy.runs.seeds import generator
 from maskstudy.runs.steps import check_some_steps, to_iterations
+from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
 from maskstudy.train.replicas import Net, Single
 
@@ -231,12 +232,15 @@ def train_replicas(
     snapshot_step: int | None = None,
     progress: str | None = None,
     update_masks: MaskUpdate | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[TrainResult]:
     """``train`` for K replicas side by side: replica k keeps ``masks[k]`` and sees the data
     order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own.
 
     ``update_masks(iterations_done, weights_per_replica)`` runs after every optimizer step;
     when it returns new masks, training goes on with them (gradual pruning, pruning/gradual.py).
+    ``checkpoints`` saves the training state every ``checkpoints.every`` seconds and resumes
+    from the last one this call saved (train/checkpoint.py); not with ``update_masks``.
     """
     began = time.perf_counter()
     if not len(masks) == len(seeds) == net.size:
@@ -252,11 +256,17 @@ def train_replicas(
     optimizer = build_optimizer(net.parameters(), cfg)
     net.train(True)
 
-    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
-    snapshots = None
-    loss_sum, loss_count = torch.zeros(net.size, dtype=torch.float64), 0
-    batches = replica_batches(data, cfg.batch_size, seeds, start_step, total)
-    with tqdm(total=total, initial=start_step, desc=progress, disable=progress is None) as bar:
+    call = {"seeds": list(seeds), "start_step": start_step, "total": total}
+    if update_masks is not None:
+        checkpoints = None  # a gradual level's mask schedule is not part of the saved state
+    state = restore(checkpoints, net, optimizer, call) or Progress(
+        start_step, [[] for _ in seeds], torch.zeros(net.size, dtype=torch.float64), 0, None
+    )
+    histories, snapshots = state.histories, state.snapshots
+    loss_sum, loss_count = state.loss_sum, state.loss_count
+    saved_at = time.monotonic()
+    batches = replica_batches(data, cfg.batch_size, seeds, state.step, total)
+    with tqdm(total=total, initial=state.step, desc=progress, disable=progress is None) as bar:
         for step, x, y in batches:
             if step == snapshot_step:
                 snapshots = net.states()
@@ -286,6 +296,11 @@ def train_replicas(
                 bar.set_postfix(
                     test_acc=" ".join(f"{h[-1]['test_acc']:.4f}" for h in histories[:4])
                 )
+            if checkpoints is not None and done < total:
+                if time.monotonic() - saved_at >= checkpoints.every:
+                    now = Progress(done, histories, loss_sum, loss_count, snapshots)
+                    checkpoints.save(*pack(net, optimizer, now, call))
+                    saved_at = time.monotonic()
             bar.update()
     if snapshot_step == total:
         snapshots = net.states()

@@ -59,6 +59,10 @@ class Single:
     def states(self) -> list[State]:
         return [{name: t.detach().clone() for name, t in self.model.state_dict().items()}]
 
+    def tensors(self) -> State:
+        """Every parameter and buffer, live, by name (what a checkpoint saves and restores)."""
+        return {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+
 
 class Stacked:
     """K replicas of ``template``'s architecture with the given state dicts, called through vmap."""
@@ -116,6 +120,10 @@ class Stacked:
         if params:
             torch._foreach_mul_(params, factors)
         return params, factors
+
+    def tensors(self) -> State:
+        """Every stacked parameter and buffer, live, by name (what a checkpoint saves)."""
+        return {**self.params, **self.buffers}
 
     def states(self) -> list[State]:
         tensors = {**self.params, **self.buffers}
