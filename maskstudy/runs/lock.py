@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,11 @@ def exclusive(run_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
         if new and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
-            lock.path.unlink(missing_ok=True)
-            run_dir.rmdir()
+            with suppress(OSError):  # another process may be starting the same run right now
+                lock.path.unlink()
+                run_dir.rmdir()
+        lock.release()
 
 
 def is_locked(run_dir: Path) -> bool:
