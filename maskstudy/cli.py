@@ -42,15 +42,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from maskstudy.runs.run import run
 
     cfg = get_preset(args.preset).replace(_overrides(args))
-    result = run(
-        cfg,
-        args.out,
-        data_root=args.data,
-        device=args.device,
-        progress=not args.quiet,
-        announce=True,
-        checkpoint_minutes=args.checkpoint_minutes,
-    )
+    return _trained(run(cfg, args.out, **_training_options(args)))
+
+
+def _training_options(args: argparse.Namespace) -> dict:
+    """The options `run` and `branch` share: data, device, progress, checkpoints."""
+    return {
+        "data_root": args.data,
+        "device": args.device,
+        "progress": not args.quiet,
+        "announce": True,
+        "checkpoint_minutes": args.checkpoint_minutes,
+    }
+
+
+def _trained(result) -> int:
+    """Print a finished run's levels and its directory (the last line, for scripts)."""
     table = result.metrics()[["level", "percent_remaining", "test_acc"]]
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"run directory: {result.path}")
@@ -68,16 +75,9 @@ def cmd_branch(args: argparse.Namespace) -> int:
         seed=args.seed,
         overrides=_key_values(args.set, "--set", "train.lr=0.01"),
         out=args.out,
-        data_root=args.data,
-        device=args.device,
-        progress=not args.quiet,
-        announce=True,
-        checkpoint_minutes=args.checkpoint_minutes,
+        **_training_options(args),
     )
-    table = result.metrics()[["level", "percent_remaining", "test_acc"]]
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"run directory: {result.path}")
-    return 0
+    return _trained(result)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
