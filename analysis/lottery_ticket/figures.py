@@ -15,12 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
-import maskstudy
-from maskstudy.analysis.stats import method_tables
-from maskstudy.plots import draw_figures
-from maskstudy.runs.table import with_parent_dense
+from maskstudy.plots.study import write_study
 
 FIGURES = [
     "p1_accuracy",
@@ -43,17 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", default="pdf,png")
     args = parser.parse_args(argv)
     out = args.out or args.sweep / "study"
-    sweep = maskstudy.open_sweep(args.sweep)
-    frame = with_parent_dense(sweep.frame())  # every control starts at the shared dense level
-    out.mkdir(parents=True, exist_ok=True)
-    tables = method_tables(frame, TICKET, CONTROLS, VALUES)
-    for name, table in tables.items():
-        table.to_csv(out / f"lth_{name}.csv", index=False)
-        with pd.option_context("display.width", 250, "display.max_columns", 20):
-            print(f"\n{name}\n{table.round(4).to_string(index=False)}")
-    formats = args.format.split(",")
-    print(draw_figures(sweep.runs, out, formats=formats, names=FIGURES, tables={"runs": frame}))
-    print(f"figures and table: {out}")
+    write_study(args.sweep, out, "lth", TICKET, CONTROLS, VALUES, FIGURES, args.format.split(","))
 
 
 if __name__ == "__main__":
