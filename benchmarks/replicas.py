@@ -1,16 +1,15 @@
-"""K seeds of LeNet-300-100 (or another model) on MNIST (or digits) trained side by side (stacked)
-vs one after another.
+"""K seeds of LeNet-300-100 (or another model) on MNIST (or digits) trained side by side in one
+loop vs one after another.
 
-Both ways run the same ``maskstudy.train`` loop in this process, from the same K initial weights
-and 80 %-pruned masks, with Adam 1.2e-3, batch 60 and one evaluation at the end; the ratio is
-sequential time / stacked time (throughput gain). A group of one is the plain module, as in runs,
-so K = 1 measures that grouping costs nothing.
+Both ways run the same ``maskstudy.train`` loop in this process, on ``--threads`` CPU threads
+(1, the runs' default ``train.threads``), from the same K initial weights and 80 %-pruned masks,
+with Adam 1.2e-3, batch 60 and one evaluation at the end; the ratio is sequential time / side by
+side time (throughput gain). The two give the same bytes; only the time differs.
 
     python benchmarks/replicas.py [--data ../shared/data] [--dataset mnist|digits] [--steps 300]
-        [--ks 1 8 32] [--device cpu] [--model lenet300_100 --width 1]
+        [--ks 1 8 32] [--device cpu] [--model lenet300_100 --width 1] [--threads 1]
 
-The default grouping of sweeps (maskstudy/runs/executors.py) follows these ratios: e.g.
-``--model lenet5 --ks 8`` shows why convnets are not stacked on CPU.
+The default grouping of sweeps (maskstudy/runs/executors.py) follows these ratios.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def compare(k: int, data, cfg: TrainConfig, args: argparse.Namespace) -> tuple[f
     device = args.device
     models, masks = setup(k, data, device, args.model, args.width)
     starts = [{n: t.clone() for n, t in m.state_dict().items()} for m in models]
-    net = replica_net(copy.deepcopy(models[0]), starts)  # K = 1: the plain module, as in runs
+    net = replica_net(copy.deepcopy(models[0]), starts)
 
     def one_after_another() -> None:
         for seed, (model, mask) in enumerate(zip(models, masks, strict=True)):
@@ -88,7 +87,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="lenet300_100", help="any name of maskstudy.models")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the model")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (train.threads)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     data = load(args.dataset, args.data, device=args.device)
     cfg = TrainConfig(
         optimizer="adam",
@@ -101,10 +102,10 @@ def main() -> None:
         f"{args.model} (width {args.width:g}) on {args.dataset}, {args.steps} steps per seed, batch 60, 20 % of weights kept; torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads"
     )
     print(f"{'K':>4} {'one after another':>18} {'side by side':>14} {'ratio':>7}")
-    compare(2, data, cfg, args)  # warm-up: allocator, kernels, vmap tracing
+    compare(2, data, cfg, args)  # warm-up: allocator, kernels
     for k in args.ks:
-        alone, stacked = compare(k, data, cfg, args)
-        print(f"{k:>4} {alone:>16.2f} s {stacked:>12.2f} s {alone / stacked:>6.2f}x")
+        alone, together = compare(k, data, cfg, args)
+        print(f"{k:>4} {alone:>16.2f} s {together:>12.2f} s {alone / together:>6.2f}x")
 
 
 if __name__ == "__main__":

@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("file", help="sweep file (.toml): preset/base, grid, tied axes, seeds")
     w.add_argument("--out", required=True, help="sweep directory (holds sweep.toml and the runs)")
     w.add_argument("--executor", default="local", choices=["local", "slurm"])
-    w.add_argument("--jobs", type=int, help="local worker processes (default: 1, or one per GPU)")
+    w.add_argument(
+        "--jobs", type=int, help="local worker processes (default: one per CPU core, or per GPU)"
+    )
     w.add_argument(
         "--replicas",
         type=int,

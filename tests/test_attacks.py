@@ -20,7 +20,7 @@ from maskstudy.eval import (
 )
 from maskstudy.models import build
 from maskstudy.runs.config import AttackConfig, TrainConfig
-from maskstudy.train import Stacked, evaluate, train
+from maskstudy.train import evaluate, replica_net, train
 
 
 def linear_model() -> torch.nn.Linear:
@@ -108,7 +108,7 @@ def test_fgsm_accuracy_falls_with_eps_and_pgd_is_stronger(trained):
 def test_stacked_replicas_score_like_each_model_alone(trained):
     model, data = trained
     fresh = build("lenet300_100", data.input_shape, 10, width=0.2, seed=1).eval()
-    net = Stacked(model, [model.state_dict(), fresh.state_dict()])
+    net = replica_net(model, [model.state_dict(), fresh.state_dict()])
     split = Split(data.test.x[:200], data.test.y[:200])
     box = PixelBox.of(data.train)
     stacked = robust_accuracy_replicas(net, split, [0.02], "pgd", box=box, steps=3)

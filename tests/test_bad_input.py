@@ -554,7 +554,7 @@ def test_a_damaged_run_directory_fails_that_run_and_the_sweep_goes_on(tmp_path, 
     (out / ids[0] / "config.json").write_text("{not json")
     (out / ids[1] / ".lock").mkdir(parents=True)
     (out / ids[2]).symlink_to(out / ids[2])  # a symlink loop: not even error.txt fits
-    assert main(["sweep", str(path), "--out", str(out), "--extend", "--quiet"]) == 1
+    assert main(["sweep", str(path), "--out", str(out), "--extend", "--quiet", "--jobs", "1"]) == 1
     printed = capsys.readouterr()
     assert "this call: 3 failed, 1 trained" in printed.out
     assert f"could not write {out / ids[2] / 'error.txt'}" in printed.err

@@ -22,7 +22,7 @@ from maskstudy.runs.config import (
 from maskstudy.runs.run import run, run_group
 from maskstudy.runs.verify import verify
 from maskstudy.train.loop import _MaskKeeper
-from maskstudy.train.replicas import Single
+from maskstudy.train.replicas import Replicas
 
 
 def kernel_counts(mask: torch.Tensor) -> torch.Tensor:
@@ -187,7 +187,7 @@ def test_global_gradual_mask_pools_the_tensors():
 
 def test_new_masks_zero_the_weights_and_momentum_they_prune():
     model = torch.nn.Linear(4, 3)
-    net = Single(model)
+    net = Replicas([model])
     keeper = _MaskKeeper(net, [{"weight": torch.ones(3, 4, dtype=torch.bool)}])
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(5, 4)).square().sum().backward()

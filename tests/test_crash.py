@@ -80,17 +80,22 @@ def hooked(on_event: Callable[[str], None]) -> Iterator[None]:
         loop._check_finite, os.replace = real_check, real_replace
 
 
-def events_of(cfg: RunConfig, out: Path) -> list[str]:
-    """The events of an uninterrupted run, in order (the run is left in ``out``)."""
+def events_of_job(job: Callable[[], object]) -> list[str]:
+    """The events of an uninterrupted call of ``job``, in order."""
     seen: list[str] = []
     with hooked(seen.append):
-        run(cfg, out, progress=False, data=DATA)
+        job()
     return seen
 
 
-def run_killed_at(cfg: RunConfig, out: Path, k: int) -> bool:
-    """Run ``cfg`` in a forked child that SIGKILLs itself at its k-th event; True if it died so,
-    False if it finished first. A child that raised exits with status 3."""
+def events_of(cfg: RunConfig, out: Path) -> list[str]:
+    """The events of an uninterrupted run, in order (the run is left in ``out``)."""
+    return events_of_job(lambda: run(cfg, out, progress=False, data=DATA))
+
+
+def killed_at(job: Callable[[], object], k: int) -> bool:
+    """Call ``job`` in a forked child that SIGKILLs itself at its k-th event; True if it died
+    so, False if it finished first. A child that raised exits with status 3."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         status = 3
@@ -102,7 +107,7 @@ def run_killed_at(cfg: RunConfig, out: Path, k: int) -> bool:
                     os.kill(os.getpid(), signal.SIGKILL)
 
             with hooked(maybe_die):
-                run(cfg, out, progress=False, data=DATA)
+                job()
             status = 0
         finally:
             os._exit(status)
@@ -112,6 +117,11 @@ def run_killed_at(cfg: RunConfig, out: Path, k: int) -> bool:
         return True
     assert os.WEXITSTATUS(status) == 0, "the child raised instead of being killed"
     return False
+
+
+def run_killed_at(cfg: RunConfig, out: Path, k: int) -> bool:
+    """Run ``cfg`` into ``out``, killed at its k-th event (see ``killed_at``)."""
+    return killed_at(lambda: run(cfg, out, progress=False, data=DATA), k)
 
 
 # --- the uninterrupted reference -----------------------------------------------------------------
@@ -299,12 +309,12 @@ def test_a_full_disk_fails_one_run_of_a_sweep_and_the_sweep_goes_on(tmp_path, mo
     )
     out = tmp_path / "out"
     with failing_writes(monkeypatch, {"final.safetensors"}, errno.ENOSPC) as failed:
-        assert run_sweep(sweep, out, replicas=1, progress=False) == {"failed": 2}
+        assert run_sweep(sweep, out, replicas=1, jobs=1, progress=False) == {"failed": 2}
     assert failed == ["final.safetensors"] * 2
     status = open_sweep(out).status()
     assert status.state.tolist() == ["failed", "failed"] and status.levels.tolist() == ["0/2"] * 2
     assert all("final.safetensors: No space left on device" in d for d in status.detail)
-    assert run_sweep(sweep, out, replicas=1, progress=False) == {"trained": 2}
+    assert run_sweep(sweep, out, replicas=1, jobs=1, progress=False) == {"trained": 2}
     assert open_sweep(out).status().state.tolist() == ["done", "done"]
 
 

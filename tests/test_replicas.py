@@ -13,7 +13,7 @@ from maskstudy.models import build
 from maskstudy.pruning import full_mask, prune
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from maskstudy.runs.run import replica_key, run, run_group
-from maskstudy.train import Single, Stacked, train, train_replicas
+from maskstudy.train import Replicas, cpu_threads, replica_net, train, train_replicas
 
 
 def config(model: str = "lenet300_100", shape=(1, 8, 8), **changes) -> RunConfig:
@@ -45,7 +45,7 @@ def test_single_path_is_the_plain_module_bit_for_bit():
     cfg = config().train
     a, b = build("lenet5", (1, 12, 12), 10, seed=3), build("lenet5", (1, 12, 12), 10, seed=3)
     ra = train(a, data, cfg, seed=1)
-    rb = train_replicas(Single(b), data, cfg, masks=[{}], seeds=[1])[0]
+    rb = train_replicas(Replicas([b]), data, cfg, masks=[{}], seeds=[1])[0]
     assert max_diff(a.state_dict(), b.state_dict()) == 0
     assert ra.history == rb.history
 
@@ -58,7 +58,8 @@ def test_single_path_is_the_plain_module_bit_for_bit():
         ("resnet20", (3, 8, 8), "sgd"),
     ],
 )
-def test_stacked_replicas_match_each_seed_trained_alone(model, shape, optimizer):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replicas_are_each_seed_trained_alone_bit_for_bit(model, shape, optimizer, threads):
     data = load("synthetic", shape=shape, size=128)
     cfg = dataclasses.replace(config().train, optimizer=optimizer, lr=0.01, duration="10it")
     models = [build(model, shape, 10, seed=s, width=0.5) for s in range(3)]
@@ -67,53 +68,51 @@ def test_stacked_replicas_match_each_seed_trained_alone(model, shape, optimizer)
         prune({n: m.state_dict()[n] for n in full_mask(m)}, full_mask(m), "magnitude", 0.5)
         for m in models
     ]
-    net = Stacked(models[0], starts)
-    stacked = train_replicas(net, data, cfg, masks=masks, seeds=[10, 11, 12], snapshot_step=4)
-    for k, state in enumerate(net.states()):
-        assert all(t.is_contiguous() for t in state.values())  # as safetensors stores them
-        alone = build(model, shape, 10, seed=0, width=0.5)
-        alone.load_state_dict(starts[k])
-        result = train(alone, data, cfg, mask=masks[k], seed=10 + k, snapshot_step=4)
-        assert max_diff(state, alone.state_dict()) < 1e-4
-        assert max_diff(stacked[k].snapshot, result.snapshot) < 1e-5
-        assert stacked[k].final["test_acc"] == pytest.approx(result.final["test_acc"], abs=1 / 32)
-        assert stacked[k].final["train_loss"] == pytest.approx(result.final["train_loss"], rel=1e-4)
-        for name, m in masks[k].items():
-            assert (state[name][~m] == 0).all()  # pruned weights stay exactly zero
+    with cpu_threads(threads):
+        net = replica_net(models[0], starts)
+        together = train_replicas(net, data, cfg, masks=masks, seeds=[10, 11, 12], snapshot_step=4)
+        for k, state in enumerate(net.states()):
+            alone = build(model, shape, 10, seed=0, width=0.5)
+            alone.load_state_dict(starts[k])
+            result = train(alone, data, cfg, mask=masks[k], seed=10 + k, snapshot_step=4)
+            assert max_diff(state, alone.state_dict()) == 0  # every weight and buffer
+            assert max_diff(together[k].snapshot, result.snapshot) == 0
+            assert together[k].history == result.history  # losses and accuracies too
+            for name, m in masks[k].items():
+                assert (state[name][~m] == 0).all()  # pruned weights stay exactly zero
     if model == "resnet20":  # BatchNorm running statistics are each replica's own
         means = [s["bn.running_mean"] for s in net.states()]
         assert not torch.equal(means[0], means[1])
 
 
-def test_group_of_one_is_exactly_a_plain_run(tmp_path):
-    cfg = config()
-    alone = run(cfg, tmp_path / "a", progress=False)
-    grouped = run_group([cfg], tmp_path / "b", progress=False)[0]
-    for level in alone.levels:
-        assert max_diff(alone.weights(level), grouped.weights(level)) == 0
-        assert all(
-            torch.equal(alone.mask(level)[k], grouped.mask(level)[k]) for k in alone.mask(level)
-        )
+def assert_same_runs(a, b) -> None:
+    """Two stored runs hold the same bytes: every level's weights, masks and metrics."""
+    assert a.path.name == b.path.name and a.levels == b.levels
+    for level in a.levels:
+        for which in ("start", "final"):
+            assert max_diff(a.weights(level, which=which), b.weights(level, which=which)) == 0
+        assert all(torch.equal(a.mask(level)[k], b.mask(level)[k]) for k in a.mask(level))
+    metrics = ["test_acc", "test_loss", "train_loss", "early_stop_step"]
+    assert a.metrics()[metrics].equals(b.metrics()[metrics])
 
 
 @pytest.mark.parametrize("regime", ["rewind", "reinit_prune"])
-def test_group_members_equal_their_runs_alone(tmp_path, regime):
+def test_a_run_id_means_one_result_however_seeds_are_grouped(tmp_path, regime):
     cfgs = [config(regime=regime, seed=s) for s in (0, 1, 2)]
-    grouped = run_group(cfgs, tmp_path / "group", progress=False)
-    for cfg, g in zip(cfgs, grouped, strict=True):
-        alone = run(cfg, tmp_path / "alone", progress=False)
-        assert g.path.name == alone.path.name == cfg.run_id()
-        for level in alone.levels:
-            a, b = alone.mask(level), g.mask(level)
-            agree = sum(int((a[k] == b[k]).sum()) for k in a) / sum(m.numel() for m in a.values())
-            assert agree > 0.999  # magnitude ties at float tolerance may flip a weight
-            assert (
-                max_diff(alone.weights(level, which="start"), g.weights(level, which="start"))
-                < 1e-3
-            )
-        assert g.metrics()["test_acc"].tolist() == pytest.approx(
-            alone.metrics()["test_acc"].tolist(), abs=0.02
-        )
+    three = run_group(cfgs, tmp_path / "three", progress=False)
+    pair = run_group(cfgs[1:], tmp_path / "split", progress=False)
+    alone = [run(c, tmp_path / "alone", progress=False) for c in cfgs]
+    for grouped, split, lone in zip(
+        three, [run(cfgs[0], tmp_path / "split", progress=False), *pair], alone, strict=True
+    ):
+        assert_same_runs(grouped, lone)
+        assert_same_runs(split, lone)
+
+
+def test_threads_are_part_of_a_runs_identity():
+    assert config().run_id() != config(**{"train.threads": 2}).run_id()
+    with pytest.raises(ConfigError, match="train.threads"):
+        config(**{"train.threads": 0})
 
 
 def test_members_at_different_levels_catch_up(tmp_path):

@@ -16,7 +16,7 @@ from maskstudy import open_sweep
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs import lock
-from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep, runs_on_gpu
+from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
 
@@ -116,31 +116,18 @@ def test_bad_sweep_files_name_the_problem(text, match):
 def test_plan_groups_seeds_into_replica_tasks():
     spec = parse_sweep(sweep_text(CRITERIA_GRID, seeds="[0, 1, 2, 3, 4]"))
     tasks = plan_tasks(spec.configs)
-    assert [len(t) for t in tasks] == [5, 5]  # lenet300: stacked by default
+    assert [len(t) for t in tasks] == [5, 5]  # lenet300: side by side by default
     assert all(len({c.prune.criterion for c in t}) == 1 for t in tasks)
     assert [len(t) for t in plan_tasks(spec.configs, replicas=2)] == [2, 2, 1, 2, 2, 1]
     assert [len(t) for t in plan_tasks(spec.configs, replicas=1)] == [1] * 10
+    assert [len(t) for t in plan_tasks(spec.configs, jobs=4)] == [3, 2, 3, 2]  # 4 workers busy
+    assert [len(t) for t in plan_tasks(spec.configs, jobs=20)] == [1] * 10
     big = parse_sweep(sweep_text('[grid]\n"model.name" = ["vgg11"]\n'))
     assert [len(t) for t in plan_tasks(big.configs)] == [1, 1]
-    assert [len(t) for t in plan_tasks(big.configs, gpu=True)] == [1, 1]
     conv = parse_sweep(sweep_text('[grid]\n"model.name" = ["lenet5"]\n', seeds="[0, 1, 2]"))
-    assert [len(t) for t in plan_tasks(conv.configs)] == [1, 1, 1]  # slower stacked on CPU
-    assert [len(t) for t in plan_tasks(conv.configs, gpu=True)] == [3]
+    assert [len(t) for t in plan_tasks(conv.configs)] == [1, 1, 1]  # no faster side by side
     with pytest.raises(ConfigError, match="replicas = 0"):
         plan_tasks(spec.configs, replicas=0)
-
-
-def test_the_device_of_the_tasks_decides_the_default_grouping(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not runs_on_gpu("local", None, {})
-    assert runs_on_gpu("local", "cuda:1", {}) and not runs_on_gpu(
-        "slurm", "cpu", {"gpus_per_node": 1}
-    )
-    assert runs_on_gpu("slurm", None, {"gpus_per_node": 1, "timeout_min": 60})
-    assert runs_on_gpu("slurm", None, {"slurm_gres": "gpu:2"})
-    assert not runs_on_gpu("slurm", None, {"gpus_per_node": 0, "cpus_per_task": 8})
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert runs_on_gpu("local", None, {}) and not runs_on_gpu("local", "cpu", {})
 
 
 def test_runs_spread_over_every_visible_gpu(monkeypatch):

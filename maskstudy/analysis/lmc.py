@@ -27,7 +27,14 @@ from maskstudy.runs.scratch import level_budget
 from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.steps import check_steps, to_iterations
 from maskstudy.runs.store import Run
-from maskstudy.train import Stacked, evaluate, iterations_per_epoch, train, train_replicas
+from maskstudy.train import (
+    cpu_threads,
+    evaluate,
+    iterations_per_epoch,
+    replica_net,
+    train,
+    train_replicas,
+)
 
 __all__ = [
     "LMCResult",
@@ -267,19 +274,20 @@ def lmc_probe(
     _check_rewind(run, level, rewind_to)  # before loading the data
     cfg = run.config
     data = (data if data is not None else from_config(cfg.data, data_root, device)).to(device)
-    mask = run.mask(level)
-    start, start_step = _level_start(run, level, data, rewind_to)
-    template = build_model(cfg, data, seed=cfg.seed).to(device)
-    net = Stacked(template, [start, start])
-    train_replicas(
-        net,
-        data,
-        level_budget(cfg, template, data, level, mask).train,  # finetune: final LR; scratch_b
-        masks=[mask, mask],
-        seeds=list(seed_pair),
-        start_step=start_step,
-        progress=f"lmc level {level} ×2 copies" if progress else None,
-    )
+    with cpu_threads(cfg.train.threads):  # the run's own arithmetic
+        mask = run.mask(level)
+        start, start_step = _level_start(run, level, data, rewind_to)
+        template = build_model(cfg, data, seed=cfg.seed).to(device)
+        net = replica_net(template, [start, start])
+        train_replicas(
+            net,
+            data,
+            level_budget(cfg, template, data, level, mask).train,  # finetune: final LR; scratch_b
+            masks=[mask, mask],
+            seeds=list(seed_pair),
+            start_step=start_step,
+            progress=f"lmc level {level} ×2 copies" if progress else None,
+        )
     w1, w2 = net.states()
     curves = {
         name: interpolation_errors(template, w1, w2, split, points)

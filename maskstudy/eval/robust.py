@@ -13,13 +13,13 @@ from maskstudy.errors import ConfigError, DataError
 from maskstudy.eval.attacks import PixelBox, fgsm, pgd, uniform_start
 from maskstudy.runs.seeds import generator
 from maskstudy.train.loop import evaluate_replicas
-from maskstudy.train.replicas import Net, Single
+from maskstudy.train.replicas import Replicas
 
 ATTACKS = ("fgsm", "pgd")
 
 
 def robust_accuracy_replicas(
-    net: Net,
+    net: Replicas,
     split: Split,
     eps_list: Sequence[float],
     attack: str = "fgsm",
@@ -82,7 +82,7 @@ def robust_accuracy(
     """{eps: accuracy of ``model`` on ``split`` under ``attack``}; ``seed`` = PGD random start."""
     seeds = None if seed is None else [seed]
     return robust_accuracy_replicas(
-        Single(model),
+        Replicas([model]),
         split,
         eps_list,
         attack,
@@ -99,7 +99,9 @@ def metric_key(attack: str, eps: float) -> str:
     return f"{attack}_acc_eps{eps:.4g}"
 
 
-def attack_metrics(net: Net, data: Data, cfg: Any, seeds: Sequence[int]) -> list[dict[str, Any]]:
+def attack_metrics(
+    net: Replicas, data: Data, cfg: Any, seeds: Sequence[int]
+) -> list[dict[str, Any]]:
     """Per replica: clean and attacked accuracies on the (first ``cfg.subset``) test examples."""
     if not cfg.eps:
         return [{} for _ in range(net.size)]

@@ -126,6 +126,9 @@ class TrainConfig:
     gamma: float = 0.1
     warmup: str = "0it"  # linear learning-rate warm-up from 0
     eval_every: str = "1ep"  # evaluation period
+    # CPU threads of the run's arithmetic; part of its identity, as a matrix product split over
+    # more threads rounds differently. More are faster for one big run; --jobs uses the cores.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _choice(self.optimizer, OPTIMIZERS, "train.optimizer")
@@ -136,6 +139,10 @@ class TrainConfig:
         _positive(self.gamma, "train.gamma")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"train.batch_size = {self.batch_size!r} must be an integer >= 1")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(
+                f"train.threads = {self.threads!r} must be an integer >= 1 (CPU threads per run)"
+            )
         if self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov = true needs train.momentum > 0")
         for name in ("duration", "warmup", "eval_every"):

@@ -32,54 +32,43 @@ from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep, read_sweep_
 from maskstudy.runs.verify import record_run, record_sweep
 from maskstudy.train import Diverged
 
-# Where K seeds stacked train faster than one after another (benchmarks/replicas.py, K = 8, 2 CPU
-# cores). The MLP gains everywhere: 1.3-1.6x on MNIST, 2.6x on digits. A convnet's stacked
-# convolutions become one grouped convolution, which on CPU runs slower than K separate ones
-# (LeNet-5 on MNIST 0.68x, quarter-width Conv-2 on MNIST 0.58x; only 8x8 digits gain, 1.4x), so
-# convnets stack only on GPUs, where one small convnet leaves the device mostly idle (not measured
-# here). Larger models fill any device alone.
-STACK_ANYWHERE = frozenset({"lenet300_100"})
-STACK_ON_GPU = frozenset({"lenet5", "lenet5_caffe", "conv2", "conv4", "conv6"})
+# Where K seeds trained side by side in one loop beat one after another (benchmarks/replicas.py,
+# K = 8, 1 thread each): the MLP gains (1.09x on MNIST, 1.81x on 8x8 digits, where a step is
+# mostly overhead); the convnets do not (LeNet-5 0.98x, quarter-width Conv-2 1.03x on MNIST), so
+# they train one seed per task and --jobs spreads them over the cores. Either way a seed's bytes
+# are the same (train/replicas.py).
+STACKED_MODELS = frozenset({"lenet300_100"})
 DEFAULT_REPLICAS = 8
 EXECUTORS = ("local", "slurm")
 Outcome = str  # "trained" | "done" | "busy" | "waiting" | "failed" | "diverged"
 
 
-def default_replicas(model: str, gpu: bool) -> int:
+def default_replicas(model: str) -> int:
     """How many seeds of ``model`` train side by side unless the user says: 8 where it helps, 1
     elsewhere."""
-    stacks = model in STACK_ANYWHERE or (gpu and model in STACK_ON_GPU)
-    return DEFAULT_REPLICAS if stacks else 1
+    return DEFAULT_REPLICAS if model in STACKED_MODELS else 1
 
 
 def plan_tasks(
-    configs: Sequence[RunConfig], replicas: int | None = None, gpu: bool = False
+    configs: Sequence[RunConfig], replicas: int | None = None, jobs: int | None = None
 ) -> list[list[RunConfig]]:
     """Group configs that differ only in seed into tasks of at most ``replicas`` runs.
 
-    ``replicas=None`` picks :func:`default_replicas` for the model and device (``gpu``); 1 turns
-    stacking off. Task order follows the sweep file.
+    ``replicas=None`` picks :func:`default_replicas` for the model, in groups no larger than
+    keeps ``jobs`` workers busy (9 configs on 2 jobs: at most 5 per task); 1 turns grouping
+    off. Task order follows the sweep file. Grouping changes the time, never the results.
     """
     if replicas is not None and (not isinstance(replicas, int) or replicas < 1):
         raise ConfigError(f"replicas = {replicas!r} must be an integer >= 1 (1 turns stacking off)")
     groups: dict[str, list[RunConfig]] = {}
     for cfg in configs:
         groups.setdefault(replica_key(cfg), []).append(cfg)
+    spread = -(-len(configs) // jobs) if jobs else len(configs)  # ceil: a task per worker
     tasks = []
     for members in groups.values():
-        size = replicas or default_replicas(members[0].model.name, gpu)
+        size = replicas or max(1, min(default_replicas(members[0].model.name), spread))
         tasks += [members[i : i + size] for i in range(0, len(members), size)]
     return tasks
-
-
-def runs_on_gpu(executor: str, device: str | None, resources: dict[str, Any]) -> bool:
-    """Whether the tasks will train on a GPU: the device named, else this machine's (local) or
-    a GPU request among the Slurm resources (``gpus_per_node``, ``slurm_gres``, ...)."""
-    if device is not None:
-        return device.startswith("cuda")
-    if executor == "slurm":
-        return any(("gpu" in key or "gres" in key) and value for key, value in resources.items())
-    return torch.cuda.is_available()
 
 
 def execute_task(
@@ -265,11 +254,20 @@ def available_devices(device: str | None) -> list[str | None]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
+def default_jobs(device: str | None) -> int:
+    """Local workers unless the user says: one per visible GPU, else one per CPU core (a run
+    computes on ``train.threads`` threads, 1 by default)."""
+    devices = available_devices(device)
+    if str(devices[0]).startswith("cuda") or (device or "").startswith("cuda"):
+        return len(devices)
+    return os.cpu_count() or 1
+
+
 def run_local(
     tasks: list[list[RunConfig]], out: Path, data_root: Path | None, device: str | None, jobs: int
 ) -> Counter:
     """Tasks in a pool of ``jobs`` worker processes (in this process when only one would
-    work: jobs = 1 or a single task, which then keeps every core's thread)."""
+    work: jobs = 1 or a single task)."""
     devices = available_devices(device)
     jobs = min(jobs, len(tasks))
     if jobs <= 1:
@@ -356,17 +354,17 @@ def run_sweep(
     spec = prepare_sweep_dir(sweep_file, out, extend, root, here)
     record_sweep(out)  # the sha256 of sweep.toml: verify finds an edited file
     resources = {**spec.slurm, **(slurm or {})}
-    gpu = runs_on_gpu(executor, device, resources)
+    if executor == "local":
+        jobs = jobs or default_jobs(device)
     outcomes: Counter = Counter()
     with _Progress(out, spec.configs, progress):
         for is_branch in (False, True):  # branches read their parents' levels: they go second
             configs = [c for c in spec.configs if c.is_branch == is_branch]
-            tasks = plan_tasks(configs, replicas, gpu)
+            tasks = plan_tasks(configs, replicas, jobs)
             if not tasks:
                 continue
             if executor == "slurm":
                 outcomes += run_slurm(tasks, out, root, device, resources, cluster)
             else:
-                jobs = jobs or max(1, len(available_devices(device)))
                 outcomes += run_local(tasks, out, root, device, jobs)
     return outcomes

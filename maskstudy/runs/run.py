@@ -54,7 +54,6 @@ from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.store import (
-    CHECKPOINT_FILE,
     WEIGHT_FILES,
     LevelCheckpoints,
     Run,
@@ -66,7 +65,7 @@ from maskstudy.runs.store import (
     save_level,
     save_weights,
 )
-from maskstudy.train import Diverged, replica_net, train_replicas
+from maskstudy.train import Diverged, cpu_threads, replica_net, train_replicas
 
 CHECKPOINT_MINUTES = 5.0  # default period of in-level checkpoints
 
@@ -331,9 +330,10 @@ def run_group(
             if WEIGHT_FILES[which] not in recorded:
                 save_weights(store, which, state)
         members.append(Member(c, store, layers, todo, 60.0 * checkpoint_minutes))
-    for level in sorted({lv for m in members for lv in m.todo}):
-        active = [m for m in members if level in m.todo]
-        train_level(active, template, data, level, k, progress)
+    with cpu_threads(cfg0.train.threads):
+        for level in sorted({lv for m in members for lv in m.todo}):
+            active = [m for m in members if level in m.todo]
+            train_level(active, template, data, level, k, progress)
     return [m.store for m in members]
 
 
@@ -448,8 +448,6 @@ def train_together(
             start=fresh,
             extra_files=level_files.get(m.store.path),
         )
-    for m in members:  # every member's level is saved: its checkpoint has served
-        (level_dir(m.store.path, level) / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def level_checkpoints(members: list[Member], level: int) -> LevelCheckpoints | None:

@@ -3,6 +3,8 @@
 A level is complete only when its DONE file exists; DONE is written last and records the sha256
 and size of every file of the level and the sha256 and count of its rows of history.jsonl, so a
 half-written or altered file is detected on read (``maskstudy.runs.verify`` checks a whole run).
+DONE also keeps the level's wall time, the one timing of a level: every hashed file is the same
+bytes however the level was trained (grouped, alone, resumed).
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ class Run:
     def level_metrics(self, level: int) -> dict[str, Any]:
         path = level_dir(self.path, level) / "metrics.json"
         try:
-            return json.loads(self._level_file(level, "metrics.json"))
+            metrics = json.loads(self._level_file(level, "metrics.json"))
         except json.JSONDecodeError as e:
             raise StoreError(f"{path} is not valid JSON; the file is damaged") from e
+        timing = self._done(level).get("seconds")  # kept in DONE, out of the hashed files
+        return metrics if timing is None else {**metrics, "seconds": timing}
 
     def metrics(self) -> pd.DataFrame:
         """One row per completed level: accuracy, loss, % remaining, per-layer densities, time."""
@@ -413,10 +417,14 @@ def save_level(
         done.unlink(missing_ok=True)
     except OSError as e:
         raise StoreError(f"could not remove {done}: {e.strerror or e}") from e
+    # the wall time goes to DONE, outside every hashed file: a level's files are the same bytes
+    # however fast it trained
+    untimed = {k: v for k, v in metrics.items() if k != "seconds"}
+    timing = {"seconds": metrics["seconds"]} if "seconds" in metrics else {}
     contents = {
         "mask.safetensors": pack_mask(mask),
         "final.safetensors": tensors_to_bytes(final),
-        "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
+        "metrics.json": (json.dumps(untimed, indent=2) + "\n").encode(),
     }
     if start is not None:
         contents[START_FILE] = tensors_to_bytes(start)
@@ -430,7 +438,9 @@ def save_level(
     write_atomic(hist_path, "".join(x for _, x in lines).encode())
     sizes = {name: len(data) for name, data in contents.items()}
     curve = {"history": digest(rows.encode()), "history_rows": len(history)}
-    write_json(done, {"files": files, "sizes": sizes, **curve})
+    # the level's checkpoint has served; gone before DONE, so no completed level keeps one
+    (directory / CHECKPOINT_FILE).unlink(missing_ok=True)
+    write_json(done, {"files": files, "sizes": sizes, **curve, **timing})
 
 
 @dataclass

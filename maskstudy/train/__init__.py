@@ -3,6 +3,7 @@
 from maskstudy.train.loop import (
     Diverged,
     TrainResult,
+    cpu_threads,
     evaluate,
     evaluate_replicas,
     iterations_per_epoch,
@@ -11,14 +12,14 @@ from maskstudy.train.loop import (
     training_batches,
 )
 from maskstudy.train.optim import build_optimizer, lr_factor
-from maskstudy.train.replicas import Single, Stacked, replica_net
+from maskstudy.train.replicas import Replicas, replica_net
 
 __all__ = [
     "Diverged",
     "TrainResult",
     "build_optimizer",
-    "Single",
-    "Stacked",
+    "cpu_threads",
+    "Replicas",
     "evaluate",
     "evaluate_replicas",
     "iterations_per_epoch",

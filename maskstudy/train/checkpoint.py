@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from maskstudy.train.replicas import Net
+from maskstudy.train.replicas import Replicas
 
 Tensor = torch.Tensor
 
@@ -42,7 +42,7 @@ class Progress:
 
 
 def pack(
-    net: Net, optimizer: torch.optim.Optimizer, progress: Progress, call: dict[str, Any]
+    net: Replicas, optimizer: torch.optim.Optimizer, progress: Progress, call: dict[str, Any]
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, JSON-able meta) of the state; ``call`` identifies the training call (seeds,
     start and end step) so a checkpoint of another call is never restored."""
@@ -72,7 +72,7 @@ def pack(
 @torch.no_grad()
 def restore(
     checkpoints: Checkpoints | None,
-    net: Net,
+    net: Replicas,
     optimizer: torch.optim.Optimizer,
     call: dict[str, Any],
 ) -> Progress | None:
@@ -96,7 +96,7 @@ def restore(
     for i, values in meta["optimizer_scalars"].items():
         state.setdefault(int(i), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    for p in params:  # keep each moment in its parameter's memory layout (stacked matrices)
+    for p in params:  # each moment laid out as its parameter, as a fresh optimizer has it
         for key, value in optimizer.state.get(p, {}).items():
             if torch.is_tensor(value) and value.shape == p.shape:
                 optimizer.state[p][key] = torch.empty_like(p).copy_(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ from maskstudy.runs.seeds import generator
 from maskstudy.runs.steps import check_some_steps, to_iterations
 from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
-from maskstudy.train.replicas import Net, Single
+from maskstudy.train.replicas import Replicas
 
 # (iterations done, each replica's masked weights) -> new masks, or None to keep the current ones
 MaskUpdate = Callable[[int, list[dict[str, torch.Tensor]]], Sequence[Mask] | None]
@@ -121,16 +122,17 @@ class _MaskKeeper:
     need no re-masking after a step.
     """
 
-    def __init__(self, net: Net, masks: Sequence[Mask]) -> None:
+    def __init__(self, net: Replicas, masks: Sequence[Mask]) -> None:
         self.net, self.names = net, list(masks[0]) if masks else []
         self.params, self.factors = net.masked(masks)
 
     def weights(self) -> list[dict[str, torch.Tensor]]:
-        """Every replica's masked weights as views (no copies), for the ``update_masks`` hook."""
-        pairs = list(zip(self.names, self.params, strict=True))
-        if isinstance(self.net, Single):
-            return [dict(pairs)]
-        return [{name: p[k] for name, p in pairs} for k in range(self.net.size)]
+        """Every replica's masked weights (live tensors, no copies), for ``update_masks``."""
+        n = len(self.names)
+        return [
+            dict(zip(self.names, self.params[k * n : (k + 1) * n], strict=True))
+            for k in range(self.net.size)
+        ]
 
     @torch.no_grad()
     def replace_(self, masks: Sequence[Mask], optimizer: torch.optim.Optimizer) -> None:
@@ -152,16 +154,17 @@ class _MaskKeeper:
 
 
 def replica_losses(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy per replica, shape (K,): logits (K, B, classes), labels (K, B)."""
-    k, b = y.shape
-    if k == 1:
-        return F.cross_entropy(logits[0], y[0], reduction=reduction).unsqueeze(0)
-    per_example = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, b)
-    return per_example.mean(1) if reduction == "mean" else per_example.sum(1)
+    """Cross-entropy per replica, shape (K,): logits (K, B, classes), labels (K, B); each
+    replica's computed as a lone run computes it, whatever K."""
+    return torch.stack(
+        [F.cross_entropy(z, t, reduction=reduction) for z, t in zip(logits, y, strict=True)]
+    )
 
 
 @torch.no_grad()
-def evaluate_replicas(net: Net, split: Split, batch_size: int = 1000) -> list[tuple[float, float]]:
+def evaluate_replicas(
+    net: Replicas, split: Split, batch_size: int = 1000
+) -> list[tuple[float, float]]:
     """(mean cross-entropy, accuracy) of every replica on ``split``, in eval mode (restored after)."""
     if len(split) == 0:
         raise DataError("cannot evaluate on an empty split; give it at least one example")
@@ -186,7 +189,18 @@ def evaluate_replicas(net: Net, split: Split, batch_size: int = 1000) -> list[tu
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in [0, 1]) of ``model`` on ``split``, in eval mode."""
-    return evaluate_replicas(Single(model), split, batch_size)[0]
+    return evaluate_replicas(Replicas([model]), split, batch_size)[0]
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Run the block's CPU arithmetic on ``count`` threads (``train.threads``), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train(
@@ -208,7 +222,7 @@ def train(
     final ones). ``progress`` names a tqdm bar; None trains silently. Raises ``Diverged`` as soon
     as the loss is NaN or infinite.
     """
-    net = Single(model)
+    net = Replicas([model])
     return train_replicas(
         net,
         data,
@@ -222,7 +236,7 @@ def train(
 
 
 def train_replicas(
-    net: Net,
+    net: Replicas,
     data: Data,
     cfg: TrainConfig,
     *,
@@ -321,7 +335,7 @@ def _check_finite(step: int, values: torch.Tensor) -> None:
         raise Diverged(step, float(values[bad[0]]), replica=bad[0])
 
 
-def _evaluate_data(net: Net, data: Data) -> list[dict[str, float]]:
+def _evaluate_data(net: Replicas, data: Data) -> list[dict[str, float]]:
     """Per replica: ``{val,test}_{loss,acc}`` for the splits the data has."""
     rows: list[dict[str, float]] = [{} for _ in range(net.size)]
     for name, split in {"val": data.val, "test": data.test}.items():
@@ -345,7 +359,7 @@ def _summary(history: list[dict[str, float]], iterations: int, seconds: float) -
 
 
 def _check_call(
-    net: Net,
+    net: Replicas,
     data: Data,
     cfg: TrainConfig,
     total: int,
