@@ -1,12 +1,14 @@
 """maskstudy: lottery-ticket and pruning-mask research in PyTorch."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
 
 from maskstudy.runs.discover import open_runs
 from maskstudy.runs.imports import from_pruned_model, open_openlth
 from maskstudy.runs.run import branch
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
+
+__version__ = version("maskstudy")  # the installed distribution's, from pyproject.toml
 
 __all__ = [
     "open_run",

@@ -9,13 +9,23 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from maskstudy.analysis.lmc import lmc_probe
+from maskstudy.analysis.report import analysis_tables, write_tables
+from maskstudy.demo import demo
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
-from maskstudy.runs.config import BRANCH_KINDS
+from maskstudy.plots import draw_figures
+from maskstudy.runs.config import BRANCH_KINDS, parse_value
+from maskstudy.runs.discover import open_runs
+from maskstudy.runs.executors import run_sweep
+from maskstudy.runs.presets import PRESETS, get_preset
+from maskstudy.runs.run import branch, run
+from maskstudy.runs.store import open_run
+from maskstudy.runs.sweep import open_sweep
+from maskstudy.runs.verify import is_damaged, summary, verify
 
 
 def _key_values(items: Sequence[str] | None, flag: str, example: str) -> dict:
     """``["a.b=1", ...]`` → ``{"a.b": 1}``, values parsed as JSON when they parse."""
-    from maskstudy.runs.config import parse_value
 
     out = {}
     for item in items or []:
@@ -38,8 +48,6 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from maskstudy.runs.presets import get_preset
-    from maskstudy.runs.run import run
 
     cfg = get_preset(args.preset).replace(_overrides(args))
     return _trained(run(cfg, args.out, **_training_options(args)))
@@ -65,7 +73,6 @@ def _trained(result) -> int:
 
 
 def cmd_branch(args: argparse.Namespace) -> int:
-    from maskstudy.runs.run import branch
 
     result = branch(
         args.parent,
@@ -81,7 +88,6 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from maskstudy.runs.presets import PRESETS
 
     for name, preset in sorted(PRESETS.items()):
         c = preset.config
@@ -104,9 +110,6 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from maskstudy.runs.config import parse_value
-    from maskstudy.runs.executors import run_sweep
-    from maskstudy.runs.sweep import open_sweep
 
     slurm = {}
     for item in args.slurm or []:
@@ -149,7 +152,6 @@ def _totals(status) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from maskstudy.runs.sweep import open_sweep
 
     status = open_sweep(args.dir).status()
     with pd_options():
@@ -159,7 +161,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from maskstudy.runs.verify import is_damaged, summary, verify
 
     frame = verify(args.dir)
     shown = frame if args.all else frame[frame["status"] != "ok"]
@@ -177,7 +178,6 @@ def pd_options():
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from maskstudy.demo import demo
 
     out, report = demo(
         args.out,
@@ -210,8 +210,6 @@ def _check_writable(directory: Path, default: bool, flag: str) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from maskstudy.analysis.report import analysis_tables, write_tables
-    from maskstudy.runs.discover import open_runs
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "analysis"
@@ -223,8 +221,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from maskstudy.plots import draw_figures
-    from maskstudy.runs.discover import open_runs
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "figures"
@@ -237,8 +233,6 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_lmc(args: argparse.Namespace) -> int:
-    from maskstudy.analysis.lmc import lmc_probe
-    from maskstudy.runs.store import open_run
 
     run = open_run(args.run)
     folder = Path(args.out).parent if args.out else run.path / "analysis"

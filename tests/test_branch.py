@@ -16,9 +16,9 @@ import torch
 from maskstudy import branch, open_run
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.masks import kept_total
 from maskstudy.models import build
 from maskstudy.plots.figures import Tables, _method_pairs
-from maskstudy.pruning.masks import kept_total
 from maskstudy.runs.branch import branch_config, branch_mask
 from maskstudy.runs.config import (
     BRANCH_KINDS,
@@ -33,10 +33,10 @@ from maskstudy.runs.config import (
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.run import run
-from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.store import level_dir
 from maskstudy.runs.sweep import open_sweep, parse_sweep
 from maskstudy.runs.table import with_parent_dense
+from maskstudy.seeds import derive_seed
 
 T = 16  # iterations per level
 LR, GAMMA = 0.05, 0.1

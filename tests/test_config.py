@@ -5,7 +5,7 @@ import pytest
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import PruneConfig, RunConfig, TrainConfig, field_paths, parse_value
 from maskstudy.runs.presets import PRESETS, get_preset
-from maskstudy.runs.steps import to_iterations
+from maskstudy.steps import to_iterations
 
 
 def test_run_id_ignores_levels_but_not_hyperparameters():

@@ -26,9 +26,9 @@ import maskstudy.train.loop as loop
 from maskstudy import open_run, open_sweep
 from maskstudy.data import from_config
 from maskstudy.errors import StoreError
+from maskstudy.files import temp_files
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from maskstudy.runs.executors import execute_task, prepare_sweep_dir, run_sweep
-from maskstudy.runs.files import temp_files
 from maskstudy.runs.lock import DIVERGED_FILE, RunLock, is_locked, record_error, run_state
 from maskstudy.runs.run import run
 from maskstudy.runs.store import level_dir

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import prunable_names
 from maskstudy.models import MODELS, build, prunable_weight_count
-from maskstudy.pruning.masks import prunable_names
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 

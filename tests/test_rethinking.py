@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import full_mask, kept_total
 from maskstudy.models import build, count_flops, flops_table, layer_flops
-from maskstudy.pruning.masks import full_mask, kept_total
 from maskstudy.runs.branch import branch_config
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from maskstudy.runs.run import branch, run, run_group
 from maskstudy.runs.scratch import budget_ratio, scaled_train
-from maskstudy.runs.seeds import derive_seed
 from maskstudy.runs.sweep import read_sweep
 from maskstudy.runs.verify import is_damaged, summary, verify
+from maskstudy.seeds import derive_seed
 
 LENET_MACS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
 BASE = 16  # iterations per level

@@ -25,7 +25,7 @@ from maskstudy.runs.config import (
 from maskstudy.runs.presets import PRESETS
 from maskstudy.runs.run import run
 from maskstudy.runs.scoring import saliency_level, scoring_batch
-from maskstudy.runs.seeds import generator
+from maskstudy.seeds import generator
 
 
 def linear_problem(n: int = 300, dtype=torch.float32):

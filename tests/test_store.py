@@ -12,8 +12,8 @@ import torch
 
 from maskstudy import open_run
 from maskstudy.errors import StoreError
+from maskstudy.files import pack_mask, unpack_mask, write_atomic
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.files import pack_mask, unpack_mask, write_atomic
 from maskstudy.runs.store import create_run, level_dir, save_level, save_weights
 
 
@@ -148,7 +148,7 @@ def test_mask_files_are_byte_identical_across_processes():
     """safetensors orders several metadata keys per process (hash seed): one key, same bytes."""
     code = (
         "import hashlib, torch\n"
-        "from maskstudy.runs.files import pack_mask\n"
+        "from maskstudy.files import pack_mask\n"
         "m = {'b.weight': torch.ones(3, 3, dtype=torch.bool), 'a.weight': torch.zeros(4, dtype=torch.bool)}\n"
         "print(hashlib.sha256(pack_mask(m)).hexdigest())\n"
     )

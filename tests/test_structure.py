@@ -23,9 +23,9 @@ from maskstudy.analysis.structure import (
     structure_table,
 )
 from maskstudy.errors import ConfigError
+from maskstudy.masks import full_mask
 from maskstudy.models import build
 from maskstudy.pruning import CRITERIA
-from maskstudy.pruning.masks import full_mask
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.store import create_run, save_level
 

@@ -14,7 +14,7 @@ import maskstudy.train.loop as loop
 from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError
 from maskstudy.runs.config import TrainConfig
-from maskstudy.runs.seeds import generator
+from maskstudy.seeds import generator
 from maskstudy.train import (
     Diverged,
     build_optimizer,

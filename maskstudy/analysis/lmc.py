@@ -24,9 +24,9 @@ from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.run import build_model
 from maskstudy.runs.scratch import level_budget
-from maskstudy.runs.seeds import derive_seed
-from maskstudy.runs.steps import check_steps, to_iterations
 from maskstudy.runs.store import Run
+from maskstudy.seeds import derive_seed
+from maskstudy.steps import check_steps, to_iterations
 from maskstudy.train import (
     cpu_threads,
     evaluate,

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from maskstudy.data.base import Data, Split, hold_out
-from maskstudy.data.cifar import load_cifar10, load_cifar100
-from maskstudy.data.digits import load_digits
-from maskstudy.data.idx import load_fashion_mnist, load_mnist
-from maskstudy.data.synthetic import load_synthetic
+from maskstudy.data.base import Data, hold_out
+from maskstudy.data.config import DataConfig
+from maskstudy.data.datasets import DATASETS, Loader
 from maskstudy.errors import ConfigError
-from maskstudy.registry import Registry
-
-if TYPE_CHECKING:
-    from maskstudy.runs.config import DataConfig
-
-Loader = Callable[..., tuple[Split, Split, int]]
-
-DATASETS: Registry[Loader] = Registry("dataset")
-DATASETS.register("mnist")(load_mnist)
-DATASETS.register("fashion_mnist")(load_fashion_mnist)
-DATASETS.register("cifar10")(load_cifar10)
-DATASETS.register("cifar100")(load_cifar100)
-DATASETS.register("digits")(load_digits)
-DATASETS.register("synthetic")(load_synthetic)
 
 DATA_ENV = "MASKSTUDY_DATA"
 

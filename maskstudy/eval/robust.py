@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -11,9 +11,12 @@ from torch import nn
 from maskstudy.data.base import Data, Split
 from maskstudy.errors import ConfigError, DataError
 from maskstudy.eval.attacks import PixelBox, fgsm, pgd, uniform_start
-from maskstudy.runs.seeds import generator
+from maskstudy.seeds import generator
 from maskstudy.train.loop import evaluate_replicas
 from maskstudy.train.replicas import Replicas
+
+if TYPE_CHECKING:
+    from maskstudy.eval.config import AttackConfig
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -129,7 +132,7 @@ def attack_metrics(
     return rows
 
 
-def check_attack(cfg: Any) -> None:
+def check_attack(cfg: AttackConfig) -> None:
     """Validate an ``AttackConfig``: each error names the field and what it accepts."""
     for eps in cfg.eps:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import PRUNABLE_MODULES, check_mask
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm)
 
@@ -55,8 +56,6 @@ def layer_flops(
     Output sizes come from forward hooks on one zero input, run in eval mode without gradients,
     so the model (BatchNorm statistics included) is left as it was.
     """
-    from maskstudy.pruning.masks import PRUNABLE_MODULES, check_mask  # lazy: pruning may use models
-
     mask = dict(mask or {})
     check_mask(mask, dict(model.named_parameters()))
     rows: list[LayerFlops] = []

@@ -1,5 +1,13 @@
 """Pruning: masks as plain dicts, the criteria registry, one-level ``prune``, torch interop."""
 
+from maskstudy.masks import (
+    Mask,
+    apply_mask_,
+    density,
+    full_mask,
+    layer_densities,
+    prunable_names,
+)
 from maskstudy.pruning.criteria import CRITERIA, Criterion, drop_lowest, prune, prune_count
 from maskstudy.pruning.drop import back_for_target, drop_step
 from maskstudy.pruning.granularity import combined_select, kernel_select, window_select
@@ -8,14 +16,6 @@ from maskstudy.pruning.interop import (
     plain_state_dict,
     remove_torch_prune,
     to_torch_prune,
-)
-from maskstudy.pruning.masks import (
-    Mask,
-    apply_mask_,
-    density,
-    full_mask,
-    layer_densities,
-    prunable_names,
 )
 from maskstudy.pruning.pca import pca_prune
 from maskstudy.pruning.saliency import SALIENCY, saliency_prune

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from maskstudy.errors import ConfigError
-from maskstudy.pruning.masks import Mask, check_mask
+from maskstudy.masks import Mask, check_mask
 from maskstudy.registry import Registry
 
 Tensor = torch.Tensor

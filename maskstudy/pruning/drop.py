@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import Mask
 from maskstudy.pruning.criteria import CRITERIA, Criterion, magnitude_scores, prune
-from maskstudy.pruning.masks import Mask
 
 if TYPE_CHECKING:
-    from maskstudy.runs.config import PruneConfig
+    from maskstudy.pruning.config import PruneConfig
 
 DROP = "drop"
 REVIVES = ("zero", "last")

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from maskstudy.masks import Mask, kept_total
 from maskstudy.pruning.criteria import prune
-from maskstudy.pruning.masks import Mask, kept_total
 from maskstudy.pruning.schedules import GradualSchedule
-from maskstudy.runs.seeds import generator
+from maskstudy.seeds import generator
 
 Tensor = torch.Tensor
 SLACK = 1e-6  # added to K − d·N so that float error never turns an exact count into one less

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from maskstudy.errors import ConfigError
-from maskstudy.pruning.masks import Mask
+from maskstudy.masks import Mask
 
 MASK_SUFFIX, ORIG_SUFFIX = "_mask", "_orig"
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import Mask, apply_mask_, full_mask, prunable_names
 from maskstudy.pruning.criteria import drop_lowest, prune
-from maskstudy.pruning.masks import Mask, apply_mask_, full_mask, prunable_names
 
 Tensor = torch.Tensor
 CHUNK = 256  # at most this many examples per forward pass

@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskstudy.errors import ConfigError
+from maskstudy.masks import Mask, apply_mask_
 from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
-from maskstudy.pruning.masks import Mask, apply_mask_
 from maskstudy.pruning.pca import even_chunks, pca_scores
 from maskstudy.registry import Registry
 
 if TYPE_CHECKING:
-    from maskstudy.runs.config import PruneConfig
+    from maskstudy.pruning.config import PruneConfig
 
 Tensor = torch.Tensor
 GRASP_TEMPERATURE = 200.0  # GraSP's official code divides the logits by T = 200

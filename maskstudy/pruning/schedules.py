@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from maskstudy.errors import ConfigError
-from maskstudy.runs.steps import check_steps
+from maskstudy.steps import check_steps
+
+if TYPE_CHECKING:
+    from maskstudy.pruning.config import PruneConfig
 
 SCHEDULES = ("iterative", "gradual")  # prune.schedule: L retrained levels, or one ramped run
 SHAPES = {"cubic": 3, "linear": 1}  # exponent of (1 − fraction) in the ramp
@@ -90,7 +93,7 @@ class GradualSchedule:
         return self.density_at_update(done[-1]) if done else self.initial
 
 
-def check_schedule_fields(prune: Any) -> None:
+def check_schedule_fields(prune: PruneConfig) -> None:
     """Validate ``PruneConfig.schedule`` and its gradual_* fields (refused unless gradual)."""
     if prune.schedule not in SCHEDULES:
         raise ConfigError(
@@ -149,13 +152,4 @@ def _check_gradual_criterion(criterion: str, scope: str) -> None:
         raise ConfigError(
             f"prune.criterion = {criterion!r} prunes each tensor on its own: set "
             "prune.scope = 'layer'"
-        )
-
-
-def check_schedule_run(cfg: Any) -> None:
-    """A gradual run prunes inside one training run: it has no further levels."""
-    if cfg.prune.schedule == "gradual" and cfg.levels != 0:
-        raise ConfigError(
-            f"levels = {cfg.levels} but prune.schedule = 'gradual' prunes within one training "
-            "run (level 0); set levels = 0"
         )

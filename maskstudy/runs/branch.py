@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from maskstudy.errors import ConfigError, StoreError
-from maskstudy.pruning.masks import Mask
+from maskstudy.masks import Mask
 from maskstudy.runs.config import BRANCH_KINDS, RunConfig
-from maskstudy.runs.seeds import generator
 from maskstudy.runs.store import Run
+from maskstudy.seeds import generator
 
 FRESH_KINDS = ("reinit", "scratch_e", "scratch_b")  # train from the branch's own fresh θ0'
 REWOUND_KINDS = ("rewind", "random_mask", "shuffle")  # start from the parent's θ0 / θk

@@ -17,10 +17,10 @@ from torch import nn
 
 from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError
+from maskstudy.masks import prunable_names
 from maskstudy.models import build_meta
-from maskstudy.pruning.masks import prunable_names
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.steps import check_some_steps, to_iterations
+from maskstudy.steps import check_some_steps, to_iterations
 from maskstudy.train import iterations_per_epoch
 
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")

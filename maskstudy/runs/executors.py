@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
+from maskstudy.files import is_temp_file, write_atomic
 from maskstudy.runs.branch import waiting_for
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.files import is_temp_file, write_atomic
 from maskstudy.runs.lock import RunLock, clear_error, divergence, record_error
 from maskstudy.runs.run import preflight, replica_key, run_group
 from maskstudy.runs.store import levels_done

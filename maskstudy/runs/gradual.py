@@ -15,11 +15,11 @@ from typing import Any
 
 from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.files import pack_mask, unpack_mask
+from maskstudy.masks import Mask, density
 from maskstudy.pruning.gradual import GradualPruner
-from maskstudy.pruning.masks import Mask, density
 from maskstudy.pruning.schedules import GradualSchedule
-from maskstudy.runs.files import pack_mask, unpack_mask
-from maskstudy.runs.steps import to_iterations
+from maskstudy.steps import to_iterations
 from maskstudy.train.loop import TrainResult, iterations_per_epoch
 
 UPDATES_FILE = "mask_updates.safetensors"

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.masks import Mask
 from maskstudy.pruning.interop import from_torch_prune, plain_state_dict
-from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.run import level_metrics
 from maskstudy.runs.store import Run

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from maskstudy.errors import StoreError
-from maskstudy.runs.files import read_json, write_atomic, write_json
+from maskstudy.files import read_json, write_atomic, write_json
 from maskstudy.runs.store import SIDE_FILES, Run
 from maskstudy.train import Diverged
 

@@ -21,14 +21,15 @@ from maskstudy.data import from_config
 from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError, DataError, StoreError
 from maskstudy.eval.robust import attack_metrics
-from maskstudy.models import build
-from maskstudy.pruning import CRITERIA, prune
-from maskstudy.pruning.masks import (
+from maskstudy.files import temp_files
+from maskstudy.masks import (
     Mask,
     full_mask,
     kept_total,
     layer_densities,
 )
+from maskstudy.models import build
+from maskstudy.pruning import CRITERIA, prune
 from maskstudy.pruning.saliency import scores_init
 from maskstudy.runs.branch import (
     FRESH_KINDS,
@@ -41,7 +42,6 @@ from maskstudy.runs.branch import (
 )
 from maskstudy.runs.checks import Layers, check_device, check_run, rewind_step
 from maskstudy.runs.config import DataConfig, RunConfig
-from maskstudy.runs.files import temp_files
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import (
     DIVERGED_FILE,
@@ -52,7 +52,6 @@ from maskstudy.runs.lock import (
 )
 from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
-from maskstudy.runs.seeds import derive_seed, generator
 from maskstudy.runs.store import (
     WEIGHT_FILES,
     LevelCheckpoints,
@@ -65,6 +64,7 @@ from maskstudy.runs.store import (
     save_level,
     save_weights,
 )
+from maskstudy.seeds import derive_seed, generator
 from maskstudy.train import Diverged, cpu_threads, replica_net, train_replicas
 
 CHECKPOINT_MINUTES = 5.0  # default period of in-level checkpoints

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from maskstudy.data.base import Split
-from maskstudy.pruning.masks import Mask
+from maskstudy.masks import Mask
 from maskstudy.pruning.saliency import saliency_prune
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.seeds import generator
+from maskstudy.seeds import generator
 
 
 def scoring_batch(split: Split, samples: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -22,10 +22,10 @@ from torch import nn
 
 from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError
+from maskstudy.masks import Mask
 from maskstudy.models.flops import layer_flops
-from maskstudy.pruning.masks import Mask
 from maskstudy.runs.config import RunConfig, TrainConfig
-from maskstudy.runs.steps import to_iterations
+from maskstudy.steps import to_iterations
 from maskstudy.train import iterations_per_epoch
 from maskstudy.train.optim import lr_factor
 

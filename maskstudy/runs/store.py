@@ -14,6 +14,7 @@ import os
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-import maskstudy
 from maskstudy.errors import ConfigError, StoreError
-from maskstudy.pruning.drop import revived_start
-from maskstudy.pruning.masks import Mask
-from maskstudy.runs.config import MOVED_REGIMES, RunConfig
-from maskstudy.runs.files import (
+from maskstudy.files import (
     digest,
     is_temp_file,
     pack_mask,
@@ -38,6 +35,9 @@ from maskstudy.runs.files import (
     write_atomic,
     write_json,
 )
+from maskstudy.masks import Mask
+from maskstudy.pruning.drop import revived_start
+from maskstudy.runs.config import MOVED_REGIMES, RunConfig
 
 WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
@@ -55,7 +55,7 @@ def level_dir(run_dir: Path, level: int) -> Path:
 
 def versions() -> dict[str, str]:
     return {
-        "maskstudy": maskstudy.__version__,
+        "maskstudy": version("maskstudy"),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

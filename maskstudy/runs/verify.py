@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from maskstudy.errors import MaskstudyError, StoreError
-from maskstudy.runs.files import (
+from maskstudy.files import (
     digest,
     is_temp_file,
     read_bytes,

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
-from maskstudy.pruning.masks import Mask
-from maskstudy.runs.config import TrainConfig
-from maskstudy.runs.seeds import generator
-from maskstudy.runs.steps import check_some_steps, to_iterations
+from maskstudy.masks import Mask
+from maskstudy.seeds import generator
+from maskstudy.steps import check_some_steps, to_iterations
 from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
+from maskstudy.train.config import TrainConfig
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
 from maskstudy.train.replicas import Replicas
 

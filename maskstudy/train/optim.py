@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from maskstudy.runs.config import TrainConfig
-from maskstudy.runs.steps import check_some_steps, to_iterations
+from maskstudy.steps import check_some_steps, to_iterations
+from maskstudy.train.config import TrainConfig
 
 
 def build_optimizer(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from maskstudy.errors import ConfigError
-from maskstudy.pruning.masks import Mask, apply_mask_, check_mask
+from maskstudy.masks import Mask, apply_mask_, check_mask
 
 Tensor = torch.Tensor
 State = dict[str, Tensor]
