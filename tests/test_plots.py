@@ -3,6 +3,8 @@ chance lines, colours), and draw_figures on a tiny real sweep (files written, sk
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -454,3 +456,9 @@ def test_every_declared_method_draws_with_its_own_colour_and_style():
     assert len(lines) == len(CRITERIA) * len(REGIMES)  # dash tuples included (scratch_e/_b)
     assert len({str(regime_linestyle(r)) for r in REGIMES}) == len(REGIMES)
     assert len({criterion_color(c) for c in CRITERIA}) == len(CRITERIA)
+
+
+def test_importing_the_plots_leaves_the_users_matplotlib_backend_alone():
+    code = "import matplotlib; matplotlib.use('svg'); import maskstudy.plots; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
