@@ -3,7 +3,8 @@
 from importlib.metadata import version
 
 from maskstudy.runs.discover import open_runs
-from maskstudy.runs.imports import from_pruned_model, open_openlth
+from maskstudy.runs.openlth import open_openlth
+from maskstudy.runs.pruned_models import from_pruned_model
 from maskstudy.runs.run import branch
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep

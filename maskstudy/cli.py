@@ -14,10 +14,11 @@ from maskstudy.analysis.report import analysis_tables, write_tables
 from maskstudy.demo import demo
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
 from maskstudy.plots import draw_figures
-from maskstudy.runs.config import BRANCH_KINDS, parse_value
+from maskstudy.runs.config import parse_value
 from maskstudy.runs.discover import open_runs
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.presets import PRESETS, get_preset
+from maskstudy.runs.regimes import BRANCH_KINDS
 from maskstudy.runs.run import branch, run
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
@@ -301,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--kind",
         required=True,
-        choices=BRANCH_KINDS,
+        choices=list(BRANCH_KINDS),
         help="reinit | random_mask | shuffle | rewind | scratch_e | scratch_b | finetune | "
         "lr_rewind (docs/methods.md, Branches)",
     )

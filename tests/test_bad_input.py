@@ -23,7 +23,7 @@ from maskstudy.runs.config import RunConfig, field_paths, parse_value
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.run import branch, run
 from maskstudy.runs.store import Run, create_run
-from maskstudy.runs.sweep import TOP_LEVEL, open_sweep, parse_sweep
+from maskstudy.runs.sweep import TOP_LEVEL, open_sweep, parse_sweep, prepare_sweep_dir
 
 EXAMPLES = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -363,7 +363,7 @@ def test_nothing_in_maskstudy_unpickles_or_evaluates_file_contents():
             report[str(path.relative_to(SOURCE))] = found
     assert report == {}
     loads = [p for p in files if re.search(r"torch\.load\(", p.read_text())]
-    assert [p.name for p in loads] == ["imports.py"]  # the one reader of external checkpoints
+    assert [p.name for p in loads] == ["foreign.py"]  # the one reader of external checkpoints
 
 
 def test_the_scan_catches_each_unsafe_pattern():
@@ -414,8 +414,6 @@ def cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
 
 def sweep_dir(tmp_path: Path) -> Path:
     """A sweep directory holding sweep.toml and no run yet."""
-    from maskstudy.runs.executors import prepare_sweep_dir
-
     prepare_sweep_dir(tiny_sweep(tmp_path), tmp_path / "out")
     return tmp_path / "out"
 

@@ -21,9 +21,6 @@ from maskstudy.models import build
 from maskstudy.plots.figures import Tables, _method_pairs
 from maskstudy.runs.branch import branch_config, branch_mask
 from maskstudy.runs.config import (
-    BRANCH_KINDS,
-    MOVED_REGIMES,
-    REGIMES,
     DataConfig,
     ModelConfig,
     PruneConfig,
@@ -32,6 +29,7 @@ from maskstudy.runs.config import (
 )
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.lock import RunLock
+from maskstudy.runs.regimes import BRANCH_KINDS, MOVED_REGIMES, REGIMES
 from maskstudy.runs.run import run
 from maskstudy.runs.store import level_dir
 from maskstudy.runs.sweep import open_sweep, parse_sweep
@@ -404,7 +402,7 @@ def test_finetune_and_lr_rewind_runs_and_their_branches(regime, root):
 
 # --- moved regimes ----------------------------------------------------------------------------
 def test_run_regimes_are_rewind_finetune_lr_rewind_reinit_prune():
-    assert REGIMES == ("rewind", "finetune", "lr_rewind", "reinit_prune")
+    assert tuple(REGIMES) == ("rewind", "finetune", "lr_rewind", "reinit_prune")
     assert set(MOVED_REGIMES) == {"reinit", "random_mask", "scratch_e", "scratch_b"}
 
 
@@ -502,7 +500,7 @@ def legacy_copy(parent, dest, regime):
 
 def test_legacy_finetune_run_opens_as_lr_rewind(parent, tmp_path):
     r = open_run(legacy_copy(parent, tmp_path / "old_ft", "finetune"))
-    assert r.config.regime == "lr_rewind" and r.config.training_rule() == "lr_rewind"
+    assert r.config.regime == "lr_rewind" and r.config.rule.name == "lr_rewind"
     assert r.levels == [0, 1, 2, 3] and r.run_id == parent.run_id
     r = open_run(legacy_copy(parent, tmp_path / "old_re", "reinit"))
     assert r.config.regime == "reinit_prune"

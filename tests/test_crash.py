@@ -28,10 +28,11 @@ from maskstudy.data import from_config
 from maskstudy.errors import StoreError
 from maskstudy.files import temp_files
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
-from maskstudy.runs.executors import execute_task, prepare_sweep_dir, run_sweep
+from maskstudy.runs.executors import execute_task, run_sweep
 from maskstudy.runs.lock import DIVERGED_FILE, RunLock, is_locked, record_error, run_state
 from maskstudy.runs.run import run
 from maskstudy.runs.store import level_dir
+from maskstudy.runs.sweep import prepare_sweep_dir
 from maskstudy.runs.verify import is_damaged, verify
 from maskstudy.train import Diverged
 

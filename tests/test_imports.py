@@ -11,16 +11,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from maskstudy.analysis.overlap import jaccard, overlap_table
+from maskstudy.analysis.overlap import jaccard
+from maskstudy.analysis.run_overlap import overlap_table
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.models import build
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.imports import (
-    OpenLTHRun,
+from maskstudy.runs.foreign import load_tensors
+from maskstudy.runs.openlth import OpenLTHRun, open_openlth, openlth_config
+from maskstudy.runs.pruned_models import (
     from_pruned_model,
-    load_tensors,
-    open_openlth,
-    openlth_config,
     runs_from_pruned_models,
     torch_prune_settings,
 )

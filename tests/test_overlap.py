@@ -21,10 +21,10 @@ from maskstudy.analysis.overlap import (
     jaccard,
     layerwise,
     overlap_coefficient,
-    overlap_table,
     pairwise,
     pairwise_counts,
 )
+from maskstudy.analysis.run_overlap import overlap_table
 from maskstudy.errors import ConfigError
 from maskstudy.pruning import CRITERIA
 from maskstudy.runs.config import PruneConfig, RunConfig

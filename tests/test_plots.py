@@ -462,3 +462,15 @@ def test_importing_the_plots_leaves_the_users_matplotlib_backend_alone():
     code = "import matplotlib; matplotlib.use('svg'); import maskstudy.plots; print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_every_registered_criterion_and_training_has_its_own_style():
+    from maskstudy.plots.style import _LINESTYLES, _PALETTE
+    from maskstudy.pruning import CRITERIA as REGISTERED
+    from maskstudy.runs.regimes import BRANCH_KINDS, REGIMES, method_name
+
+    colours = [criterion_color(c) for c in REGISTERED.names()]
+    assert len(set(colours)) == len(colours) and len(REGISTERED.names()) <= len(_PALETTE)
+    names = [*REGIMES, *(method_name("", kind) for kind in BRANCH_KINDS)]
+    assert set(names) == set(_LINESTYLES)  # each regime and branch kind drawn its own way
+    assert len({str(regime_linestyle(n)) for n in names}) == len(names)

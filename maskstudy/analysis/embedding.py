@@ -18,9 +18,10 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.manifold import MDS
 
-from maskstudy.analysis.overlap import WHOLE, MaskLike, RunLike, pairwise, run_name
+from maskstudy.analysis.overlap import WHOLE, MaskLike, pairwise
 from maskstudy.errors import ConfigError
-from maskstudy.runs.table import config_columns
+from maskstudy.runs.runlike import RunLike
+from maskstudy.runs.table import config_columns, run_name
 
 # Linkages that are valid for any dissimilarity (centroid, median and ward assume Euclidean
 # distances between observations, which Jaccard distances are not).

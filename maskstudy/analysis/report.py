@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from maskstudy.analysis.overlap import LEVEL, RunLike, overlap_table
+from maskstudy.analysis.run_overlap import LEVEL, overlap_table
 from maskstudy.analysis.stability import stability_table
 from maskstudy.analysis.structure import structure_table
 from maskstudy.errors import StoreError
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import flatten
 
 

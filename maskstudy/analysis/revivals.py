@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from maskstudy.analysis.overlap import WHOLE, RunLike, jaccard
+from maskstudy.analysis.overlap import WHOLE, jaccard
 from maskstudy.errors import ConfigError
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import config_columns
 
 __all__ = ["flip_counts", "flip_table", "revival_table"]

@@ -21,7 +21,6 @@ import scipy.stats
 import torch
 
 from maskstudy.errors import ConfigError
-from maskstudy.runs.branch import FRESH_KINDS
 from maskstudy.runs.store import WEIGHT_FILES, Run
 from maskstudy.runs.table import config_columns
 
@@ -251,7 +250,7 @@ def _dense_weights(run: Run) -> dict[str, torch.Tensor] | None:
     if 0 in run.levels:
         return run.weights(0)
     parent = run.parent
-    if parent is None or run.config.branch.kind in FRESH_KINDS or 0 not in parent.levels:
+    if parent is None or run.config.rule.fresh_init or 0 not in parent.levels:
         return None
     return parent.weights(0)
 

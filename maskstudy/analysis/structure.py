@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from maskstudy.analysis.chance import alive_count_pmf, log_prob_all_pruned
-from maskstudy.analysis.overlap import RunLike
 from maskstudy.errors import ConfigError
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import config_columns
 
 __all__ = [

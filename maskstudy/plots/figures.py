@@ -14,7 +14,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from maskstudy.analysis.embedding import MIN_RUNS, mask_embedding
-from maskstudy.analysis.overlap import RunLike
 from maskstudy.analysis.report import overlap_tables, varying_fields
 from maskstudy.analysis.stability import stability_table
 from maskstudy.analysis.structure import structure_table
@@ -36,6 +35,7 @@ from maskstudy.plots.structure import (
     dead_units_vs_level,
 )
 from maskstudy.plots.style import CRITERIA, REGIMES, WHOLE, ordered
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import ALIASES, config_columns, flatten, runs_frame
 
 FORMATS = ("pdf", "png", "svg")
@@ -255,7 +255,7 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
 
 # Figures that compare runs across the other config fields (drawn once over all runs).
 ACROSS = ("p8_layer_density",)
-# what the figures themselves tell apart (a branch is its own method: runs.table.method_regime)
+# what the figures themselves tell apart (a branch is its own method: runs.regimes.method_name)
 METHOD_FIELDS = (
     "prune.criterion",
     "regime",

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from maskstudy.analysis.overlap import along_field
+from maskstudy.analysis.run_overlap import along_field
 from maskstudy.errors import ConfigError
 from maskstudy.plots.bands import mean_band
 from maskstudy.plots.style import (

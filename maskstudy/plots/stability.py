@@ -11,7 +11,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from maskstudy.analysis.overlap import RunLike
 from maskstudy.analysis.stability import alive_at_both
 from maskstudy.errors import ConfigError
 from maskstudy.plots.bands import mean_band
@@ -31,6 +30,7 @@ from maskstudy.plots.style import (
     panel_grid,
     run_title,
 )
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import config_columns
 
 METRIC_LABELS = {

@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy.special import logsumexp
 
-from maskstudy.analysis.overlap import RunLike
 from maskstudy.errors import ConfigError
 from maskstudy.plots.style import (
     CRITERIA,
@@ -36,6 +35,7 @@ from maskstudy.plots.style import (
     panel_grid,
     run_title,
 )
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import config_columns
 
 CONV_UNITS = ("kernel", "filter", "channel")

@@ -16,13 +16,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from maskstudy.errors import ConfigError
+from maskstudy.pruning import CRITERIA as CRITERION_REGISTRY
+from maskstudy.runs.regimes import METHODS
 
 SINGLE_COLUMN = (3.4, 2.6)  # inches: legible at single-column width
 DOUBLE_COLUMN = (7.0, 2.8)
 PANEL_HEIGHT = 1.9
 _PALETTE = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)[:6]  # 16 colours
-# Every method of the package in legend order; a criterion keeps its colour in every figure.
-CRITERIA = (
+# Legend order, from the registry: the papers' criteria first, then every other registered one;
+# a criterion keeps its colour (its place in this order) in every figure.
+_FIRST_CRITERIA = (
     "magnitude",
     "random",
     "ln_structured",
@@ -35,22 +38,10 @@ CRITERIA = (
     "synflow",
     "grasp",
 )
-# What the figures call a method's training: a run's regime, or a branch's kind ("(branch)"
-# added where a kind shares a regime's name: runs.table.method_regime).
-REGIMES = (
-    "rewind",
-    "finetune",
-    "lr_rewind",
-    "reinit_prune",
-    "reinit",
-    "random_mask",
-    "shuffle",
-    "scratch_e",
-    "scratch_b",
-    "rewind (branch)",
-    "finetune (branch)",
-    "lr_rewind (branch)",
-)
+CRITERIA = (*_FIRST_CRITERIA, *(c for c in CRITERION_REGISTRY.names() if c not in _FIRST_CRITERIA))
+# What the figures call a method's training (runs.regimes.method_name): the regimes, then the
+# branch kinds; each has its own line style.
+REGIMES = METHODS
 _LINESTYLES = {
     "rewind": "-",
     "finetune": ":",

@@ -18,12 +18,11 @@ import torch
 
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.masks import Mask
-from maskstudy.runs.config import BRANCH_KINDS, RunConfig
+from maskstudy.runs.config import RunConfig
+from maskstudy.runs.regimes import BRANCH_KINDS, FROM_K, REWIND
 from maskstudy.runs.store import Run
 from maskstudy.seeds import generator
 
-FRESH_KINDS = ("reinit", "scratch_e", "scratch_b")  # train from the branch's own fresh θ0'
-REWOUND_KINDS = ("rewind", "random_mask", "shuffle")  # start from the parent's θ0 / θk
 PARENT_ONLY = ("model.", "prune.", "branch.")  # fields a branch takes from its parent as they are
 
 
@@ -63,7 +62,7 @@ def branch_config(
             f"a branch cannot set {', '.join(fixed)}: the model and masks are the parent's, and "
             "levels and seed have their own options (--levels/--level, --seed)"
         )
-    if kind in FRESH_KINDS and overrides.get("rewind_to", "0it") not in ("0it", "0ep"):
+    if BRANCH_KINDS[kind].fresh_init and overrides.get("rewind_to", "0it") not in ("0it", "0ep"):
         raise ConfigError(
             f"a {kind} branch trains a fresh init from step 0; rewind_to cannot be set"
         )
@@ -71,7 +70,7 @@ def branch_config(
     base = {"branch.kind": kind, "branch.parent": parent_id or parent.run_id(), "levels": last}
     if seed is not None:
         base["seed"] = seed
-    if kind in FRESH_KINDS:
+    if BRANCH_KINDS[kind].fresh_init:
         base["rewind_to"] = "0it"
     cfg = parent.replace({**base, **overrides, "branch.first": min(1, last)})
     first = level if level is not None else 1
@@ -89,7 +88,8 @@ def needs_own_dense(cfg: RunConfig, parent: RunConfig) -> bool:
     """Whether a branch must train the dense level 0 itself: it rewinds to a θk > 0 that the
     parent does not store (the parent rewinds elsewhere)."""
     k = cfg.rewind_to
-    return cfg.branch.kind in REWOUND_KINDS and k not in ("0it", "0ep") and k != parent.rewind_to
+    rewound = cfg.rule.start == REWIND
+    return rewound and k not in ("0it", "0ep") and k != parent.rewind_to
 
 
 def branch_mask(cfg: RunConfig, parent: Run, level: int) -> Mask:
@@ -121,7 +121,7 @@ def missing_parent_levels(cfg: RunConfig, have: Iterable[int], todo: Iterable[in
     """The parent levels (of ``have``) the branch lacks for ``todo``: the mask of each level it
     trains and, for finetune / lr_rewind, the trained weights of the level before."""
     needed = set(todo)
-    if cfg.training_rule() in ("finetune", "lr_rewind"):
+    if cfg.rule.continues:
         needed |= {lv - 1 for lv in needed}
     return sorted(needed - set(have))
 
@@ -165,11 +165,11 @@ def parent_weights(cfg: RunConfig, parent: Run) -> dict[str, dict[str, torch.Ten
     parent's θk when the branch rewinds to the same step (else its own level 0 makes θk)."""
     out = {"init": parent.weights(which="init")}
     stored = "rewind.safetensors" in parent.info.get("files", {})
-    if stored and cfg.rewind_to == parent.config.rewind_to and cfg.branch.kind in REWOUND_KINDS:
+    if stored and cfg.rewind_to == parent.config.rewind_to and cfg.rule.start == REWIND:
         out["rewind"] = parent.weights(which="rewind")
     return out
 
 
 def rewinds_schedule(cfg: RunConfig) -> bool:
     """Whether levels >= 1 start at the rewind step k (rewinding rules), not at step 0."""
-    return cfg.training_rule() in ("rewind", "lr_rewind", "random_mask", "shuffle")
+    return cfg.rule.schedule == FROM_K

@@ -15,6 +15,7 @@ from maskstudy.eval.config import AttackConfig
 from maskstudy.fields import choice, integer_in, positive
 from maskstudy.models.config import ModelConfig
 from maskstudy.pruning.config import PruneConfig, SaliencyConfig
+from maskstudy.runs.regimes import BRANCH_KINDS, MOVED_REGIMES, REGIMES, Rule
 from maskstudy.steps import check_steps
 from maskstudy.train.config import TrainConfig
 
@@ -36,31 +37,6 @@ __all__ = [
 MAX_LEVELS = 1000
 # Seeds are what a TOML sweep file can write: a signed 64-bit integer (torch overflows at 2^64).
 MAX_SEED = 2**63 - 1
-# How an ordinary run trains level L >= 1 after pruning its own level L-1 (docs/methods.md):
-REGIMES = ("rewind", "finetune", "lr_rewind", "reinit_prune")
-# How a branch trains its parent's mask of level L (maskstudy.runs.branch):
-BRANCH_KINDS = (
-    "reinit",
-    "random_mask",
-    "shuffle",
-    "rewind",
-    "scratch_e",
-    "scratch_b",
-    "finetune",
-    "lr_rewind",
-)
-# Values that were regimes before branches existed, and what a user wants instead.
-MOVED_REGIMES = {
-    "reinit": "the lottery-ticket control (the ticket's mask, a fresh init) is the branch kind "
-    "'reinit' (`maskstudy branch RUN --kind reinit` or a [branches] table); Paganini & Forde's "
-    "reinitialise-then-prune-again is regime = 'reinit_prune'",
-    "random_mask": "a random mask with the parent's per-layer counts is the branch kind "
-    "'random_mask' (`maskstudy branch RUN --kind random_mask` or a [branches] table)",
-    "scratch_e": "Rethinking's scratch baselines train the parent's masks: branch kind "
-    "'scratch_e' (`maskstudy branch RUN --kind scratch_e` or a [branches] table)",
-    "scratch_b": "Rethinking's scratch baselines train the parent's masks: branch kind "
-    "'scratch_b' (`maskstudy branch RUN --kind scratch_b` or a [branches] table)",
-}
 
 
 @dataclass(frozen=True)
@@ -76,12 +52,12 @@ class BranchConfig:
             if self.parent:
                 raise ConfigError("branch.parent is set but branch.kind is empty; give the kind")
             return
-        choice(self.kind, BRANCH_KINDS, "branch.kind")
+        choice(self.kind, tuple(BRANCH_KINDS), "branch.kind")
         if not self.parent:
             raise ConfigError("branch.kind needs branch.parent, the parent's run id")
         if isinstance(self.first, bool) or not isinstance(self.first, int) or self.first < 0:
             raise ConfigError(f"branch.first = {self.first!r} must be an integer >= 0")
-        if self.first == 0 and self.kind in ("finetune", "lr_rewind"):
+        if self.first == 0 and BRANCH_KINDS[self.kind].continues:
             raise ConfigError(
                 f"a {self.kind} branch continues the parent's level L-1, so it starts at level 1"
             )
@@ -106,10 +82,10 @@ class RunConfig:
             raise ConfigError(
                 f"regime = {self.regime!r} is no longer a regime: {MOVED_REGIMES[self.regime]}"
             )
-        choice(self.regime, REGIMES, "regime")
+        choice(self.regime, tuple(REGIMES), "regime")
         check_steps(self.rewind_to, "rewind_to")
         revives = self.prune.drop_revive == "last" and not self.is_branch  # branches: not pruned
-        if revives and self.regime not in ("finetune", "lr_rewind"):
+        if revives and not REGIMES[self.regime].continues:
             raise ConfigError(
                 f"prune.drop_revive = 'last' restores trained values, which regime = "
                 f"{self.regime!r} does not keep; use regime = 'finetune' or 'lr_rewind', or "
@@ -140,9 +116,10 @@ class RunConfig:
     def is_branch(self) -> bool:
         return bool(self.branch.kind)
 
-    def training_rule(self) -> str:
-        """How levels >= 1 train: the branch kind for a branch, else the regime."""
-        return self.branch.kind or self.regime
+    @property
+    def rule(self) -> Rule:
+        """How levels >= 1 train: the branch kind for a branch, else the regime (regimes.py)."""
+        return BRANCH_KINDS[self.branch.kind] if self.is_branch else REGIMES[self.regime]
 
     def level_range(self) -> range:
         """The levels this run trains: 0..levels, or branch.first..levels for a branch."""

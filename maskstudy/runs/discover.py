@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maskstudy.errors import StoreError
-from maskstudy.runs.imports import open_openlth
+from maskstudy.runs.openlth import open_openlth
 from maskstudy.runs.store import Run
 from maskstudy.runs.sweep import SWEEP_FILE, Sweep
 

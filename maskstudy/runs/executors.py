@@ -20,15 +20,14 @@ import torch
 from tqdm import tqdm
 
 from maskstudy.data import from_config
-from maskstudy.errors import ConfigError, MaskstudyError, StoreError
-from maskstudy.files import is_temp_file, write_atomic
+from maskstudy.errors import ConfigError, MaskstudyError
 from maskstudy.runs.branch import waiting_for
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.lock import RunLock, clear_error, divergence, record_error
-from maskstudy.runs.run import preflight, replica_key, run_group
+from maskstudy.runs.run import replica_key, run_group
 from maskstudy.runs.store import levels_done
-from maskstudy.runs.sweep import SWEEP_FILE, SweepSpec, parse_sweep, read_sweep_text
+from maskstudy.runs.sweep import prepare_sweep_dir
 from maskstudy.runs.verify import record_run, record_sweep
 from maskstudy.train import Diverged
 
@@ -154,47 +153,6 @@ def claim(cfg: RunConfig, run_dir: Path, held: ExitStack) -> Outcome | None:
     if cfg.is_branch and waiting_for(cfg, run_dir):
         return "waiting"
     return None
-
-
-def prepare_sweep_dir(
-    sweep_file: str | Path,
-    out: str | Path,
-    extend: bool = False,
-    data_root: str | Path | None = None,
-    here: bool = True,
-) -> SweepSpec:
-    """Parse the sweep file, check every run of it (:func:`preflight`: the data read from
-    ``data_root``, the memory checked when the runs train ``here``) and copy it to
-    ``out/sweep.toml``; never overwrite a different one unless ``extend`` (the old file is
-    kept as ``sweep.<n>.toml``). A sweep that fails a check writes nothing."""
-    sweep_file, out = Path(sweep_file), Path(out)
-    text = read_sweep_text(sweep_file)
-    spec = parse_sweep(text, str(sweep_file))
-    preflight(spec.configs, data_root, str(sweep_file), here)
-    target = out / SWEEP_FILE
-    if not target.is_file() and not extend and out.exists():
-        # another process starting this sweep may be writing sweep.toml (a temp file) or have
-        # just written it: only then is a non-empty directory fine
-        others = [p for p in out.iterdir() if not is_temp_file(p)]
-        if others and not target.is_file():
-            raise StoreError(
-                f"{out} exists and is not a sweep directory (no {SWEEP_FILE}); nothing was written. Choose an empty or new --out"
-            )
-    if target.is_file():
-        old = read_sweep_text(target)
-        if old == text:
-            return spec
-        if not extend:
-            raise StoreError(
-                f"{out} already holds a different sweep ({target}); nothing was written. "
-                "Use another --out, or --extend to grow that sweep (its file is kept as sweep.<n>.toml)"
-            )
-        n = 1
-        while (out / f"sweep.{n}.toml").exists():
-            n += 1
-        write_atomic(out / f"sweep.{n}.toml", old.encode())
-    write_atomic(target, text.encode())
-    return spec
 
 
 class _Progress:

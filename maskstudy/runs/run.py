@@ -32,7 +32,6 @@ from maskstudy.models import build
 from maskstudy.pruning import CRITERIA, prune
 from maskstudy.pruning.saliency import scores_init
 from maskstudy.runs.branch import (
-    FRESH_KINDS,
     branch_config,
     branch_mask,
     check_parent_levels,
@@ -50,6 +49,7 @@ from maskstudy.runs.lock import (
     exclusive,
     record_divergence,
 )
+from maskstudy.runs.regimes import FRESH_EACH_LEVEL
 from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
 from maskstudy.runs.store import (
@@ -351,7 +351,7 @@ def initial_weights(cfg: RunConfig, data: Data, parent: Run | None) -> dict[str,
     branch's: a fresh draw (reinit / scratch kinds) or its parent's."""
     if parent is None:
         return {"init": build_model(cfg, data, seed=cfg.seed).state_dict()}
-    if cfg.branch.kind in FRESH_KINDS:
+    if cfg.rule.fresh_init:
         return {"init": build_model(cfg, data, seed=derive_seed(cfg.seed, "fresh")).state_dict()}
     return parent_weights(cfg, parent)
 
@@ -437,7 +437,7 @@ def train_together(
         cost = flops_metrics(template, data, mask)  # of the final mask (gradual: the frozen one)
         metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | cost
         metrics |= extra
-        fresh = start if level > 0 and m.cfg.training_rule() == "reinit_prune" else None
+        fresh = start if level > 0 and m.cfg.rule.start == FRESH_EACH_LEVEL else None
         save_level(
             m.store,
             level,
@@ -510,7 +510,7 @@ def starting_point(
     """The weights level ``level`` (trained with ``mask``) starts from, and its first step."""
     if level == 0:
         return inherited_start(store, level, mask), 0
-    if cfg.training_rule() == "reinit_prune":  # a new draw at every level, its own stream
+    if cfg.rule.start == FRESH_EACH_LEVEL:  # a new draw at every level, its own stream
         fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, "reinit", level))
         return fresh.state_dict(), 0
     return inherited_start(store, level, mask), (k if rewinds_schedule(cfg) else 0)

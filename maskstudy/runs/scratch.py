@@ -25,6 +25,7 @@ from maskstudy.errors import ConfigError
 from maskstudy.masks import Mask
 from maskstudy.models.flops import layer_flops
 from maskstudy.runs.config import RunConfig, TrainConfig
+from maskstudy.runs.regimes import FINAL_LR, STRETCHED
 from maskstudy.steps import to_iterations
 from maskstudy.train import iterations_per_epoch
 from maskstudy.train.optim import lr_factor
@@ -42,12 +43,12 @@ def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask:
     """The level's TrainConfig: levels >= 1 of scratch_b scale it by the FLOPs ratio of
     ``mask``; finetune levels >= 1 train it at the schedule's final learning rate."""
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    train, rule = cfg.train, cfg.training_rule()
-    if rule == "scratch_b" and level > 0:
+    train, schedule = cfg.train, cfg.rule.schedule
+    if schedule == STRETCHED and level > 0:
         cost = flops_metrics(model, data, mask)
         ratio = budget_ratio(cost["flops_dense"], cost["flops"], cfg.scratch_cap, level)
         train = scaled_train(train, per_epoch, ratio)
-    if rule == "finetune" and level > 0:
+    if schedule == FINAL_LR and level > 0:
         train = at_final_lr(train, per_epoch)
     return Budget(train, {"train_iterations": to_iterations(train.duration, per_epoch)})
 

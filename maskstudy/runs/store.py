@@ -37,7 +37,8 @@ from maskstudy.files import (
 )
 from maskstudy.masks import Mask
 from maskstudy.pruning.drop import revived_start
-from maskstudy.runs.config import MOVED_REGIMES, RunConfig
+from maskstudy.runs.config import RunConfig
+from maskstudy.runs.regimes import FRESH_EACH_LEVEL, MOVED_REGIMES
 
 WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
 LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
@@ -176,7 +177,7 @@ class Run:
         """The unmasked weights level ``level`` started from (the mask is applied on top)."""
         if level is None:
             raise StoreError("weights(which='start') needs a level")
-        if level > 0 and self.config.training_rule() == "reinit_prune":  # stored with the level
+        if level > 0 and self.config.rule.start == FRESH_EACH_LEVEL:  # stored with the level
             return self._level_tensors(level, START_FILE, "start")
         return inherited_start(self, level, self.mask(level))
 
@@ -275,7 +276,7 @@ def inherited_start(run: Run, level: int, mask: Mask) -> dict[str, torch.Tensor]
     reinit or scratch branch's θ0 is its fresh init)."""
     if level == 0:
         return run.weights(which="init")
-    if run.config.training_rule() in ("finetune", "lr_rewind"):
+    if run.config.rule.continues:
         source = run.parent or run
         if run.config.prune.drop_revive == "last":
             return revived_start(source.weights, source.mask, level, mask)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from maskstudy.runs.config import REGIMES
+from maskstudy.runs.regimes import method_name
 from maskstudy.runs.store import Run
 
 # Short column names for the fields every comparison groups by.
@@ -55,16 +55,8 @@ def config_columns(run: Any) -> dict[str, Any]:
         "branch": kind,
         "parent": flat["branch.parent"],
         "parent_regime": flat["regime"] if kind else "",
-        "regime": method_regime(flat["regime"], kind),
+        "regime": method_name(flat["regime"], kind),
     }
-
-
-def method_regime(regime: str, kind: str) -> str:
-    """The training a figure names: the regime of a run, the kind of a branch (marked as a
-    branch where a kind shares a regime's name: a finetune branch is not a finetune run)."""
-    if not kind:
-        return regime
-    return f"{kind} (branch)" if kind in REGIMES else kind
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:

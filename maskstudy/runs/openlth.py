@@ -1,72 +1,28 @@
-"""Runs made elsewhere, read like maskstudy's own: OpenLTH results and torch-pruned models.
+"""OpenLTH results read like maskstudy runs: ``lottery_<hash>/replicate_<n>`` directories.
 
-Both kinds offer what the analysis code asks of a run (``RunLike`` in
-:mod:`maskstudy.analysis.overlap`): ``run_id``, ``config``, ``levels``, ``mask(level)``,
-``weights(level, which)``, ``level_metrics(level)`` and ``metrics()``. Masks keep the tensor
-names of the source (OpenLTH's LeNet names its layers ``fc_layers.0`` ... ``fc``), so they compare
-with each other, not with maskstudy runs of the same architecture. Every ``.pth`` is read with
-``torch.load(weights_only=True)``: a file holding anything but a dict of tensors is refused.
+Masks keep OpenLTH's tensor names (its LeNet names its layers ``fc_layers.0`` ... ``fc``), so
+they compare with each other, not with maskstudy runs of the same architecture.
 """
 
 from __future__ import annotations
 
-import pickle
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.masks import Mask
-from maskstudy.pruning.interop import from_torch_prune, plain_state_dict
 from maskstudy.runs.config import RunConfig
+from maskstudy.runs.foreign import ForeignRun, State, load_tensors
 from maskstudy.runs.run import level_metrics
-from maskstudy.runs.store import Run
-
-State = dict[str, torch.Tensor]
-ConfigLike = RunConfig | Mapping[str, Any] | None
 
 _LOTTERY = re.compile(r"lottery_\w+")
 _REPLICATE = re.compile(r"replicate_(\d+)")
 _LEVEL = re.compile(r"level_(\d+)")
 _CHECKPOINT = re.compile(r"model_ep(\d+)_it(\d+)\.pth")
-
-
-def load_tensors(path: str | Path) -> State:
-    """A ``.pth`` holding a dict of tensors, loaded with ``weights_only=True`` (never a full unpickle)."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"missing file {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        what = f" ({found[1]})" if found else ""
-        raise StoreError(
-            f"{path} holds pickled Python objects{what}, which are never loaded (only "
-            "torch.load(weights_only=True)); re-save it as torch.save(model.state_dict(), path)"
-        ) from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise StoreError(f"{path} is not a readable torch file ({first}); it is damaged") from e
-    if not isinstance(obj, dict):
-        raise StoreError(
-            f"{path} holds a {type(obj).__name__}, not a dict of name → tensor; "
-            "re-save it as torch.save(model.state_dict(), path)"
-        )
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise StoreError(
-                f"{path} entry {key!r} is a {type(value).__name__}, not a tensor named by a "
-                "string; re-save it as torch.save(model.state_dict(), path)"
-            )
-    return dict(obj)
 
 
 def read_hparams(path: str | Path) -> dict[str, str]:
@@ -155,28 +111,6 @@ def openlth_config(
 
 
 # --- runs -----------------------------------------------------------------------------------
-class _ForeignRun(ABC):
-    """What both imported kinds share: the level check and maskstudy's ``metrics()`` frame."""
-
-    run_id: str
-    metrics = Run.metrics
-
-    @property
-    @abstractmethod
-    def levels(self) -> list[int]: ...
-
-    @abstractmethod
-    def level_metrics(self, level: int) -> dict[str, Any]: ...
-
-    def _require(self, level: int) -> int:
-        if level not in self.levels:
-            raise StoreError(f"{self.run_id} has no level {level}; its levels: {self.levels}")
-        return level
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.run_id!r}, levels={self.levels})"
-
-
 def _metric_name(name: str) -> str:
     """OpenLTH's ``test_accuracy`` is maskstudy's ``test_acc`` (both fractions); others unchanged."""
     return name.removesuffix("_accuracy") + "_acc" if name.endswith("_accuracy") else name
@@ -201,7 +135,7 @@ def read_logger(path: Path) -> list[tuple[str, int, float]]:
     return rows
 
 
-class OpenLTHRun(_ForeignRun):
+class OpenLTHRun(ForeignRun):
     """One replicate of an OpenLTH lottery experiment: ``lottery_<hash>/replicate_<n>``.
 
     A level counts once its ``level_<L>/main`` holds ``mask.pth``, ``logger`` and a model
@@ -341,159 +275,3 @@ def open_openlth(path: str | Path) -> list[OpenLTHRun]:
 def _replicate_number(path: Path) -> tuple[int, str]:
     match = _REPLICATE.fullmatch(path.name)
     return (int(match[1]) if match else -1, path.name)
-
-
-# --- models pruned with torch.nn.utils.prune ------------------------------------------------
-_TORCH_CRITERIA = {
-    torch_prune.L1Unstructured: "magnitude",
-    torch_prune.RandomUnstructured: "random",
-    torch_prune.LnStructured: "ln_structured",
-    torch_prune.RandomStructured: "random_structured",
-}
-
-
-def _hook_settings(hook: torch_prune.BasePruningMethod) -> dict[str, Any] | None:
-    """The prune.* fields of one torch pruning hook, or None when maskstudy has no equivalent."""
-    criterion = _TORCH_CRITERIA.get(type(hook))
-    amount = getattr(hook, "amount", None)
-    if criterion is None or not isinstance(amount, float) or not 0 < amount < 1:
-        return None
-    settings = {"prune.criterion": criterion, "prune.amount": amount}
-    if hasattr(hook, "dim"):
-        settings["prune.dim"] = hook.dim
-    if hasattr(hook, "n"):
-        settings["prune.n"] = hook.n
-    return settings
-
-
-def torch_prune_settings(model: nn.Module) -> dict[str, Any]:
-    """Dotted prune.* overrides when every pruned tensor of ``model`` had the same single
-    torch method (e.g. l1_unstructured at 0.2); {} when they differ, were pruned repeatedly
-    (PruningContainer), by a mask (custom_from_mask) or with a count instead of a fraction."""
-    settings = [
-        _hook_settings(hook)
-        for module in model.modules()
-        for hook in module._forward_pre_hooks.values()
-        if isinstance(hook, torch_prune.BasePruningMethod)
-    ]
-    if not settings or settings[0] is None or any(s != settings[0] for s in settings):
-        return {}
-    return settings[0]
-
-
-class ImportedRun(_ForeignRun):
-    """One level (0) of a model pruned with torch.nn.utils.prune, read like a maskstudy run.
-
-    ``weights(0)`` (``final``) is the trained network; ``start`` exists only when the model's
-    own weights were the starting point of a later training (``trained`` given). Level
-    metrics are the mask counts plus whatever ``metrics`` the caller measured (e.g. test_acc).
-    """
-
-    def __init__(
-        self,
-        run_id: str,
-        config: RunConfig,
-        mask: Mask,
-        weights: Mapping[str, State],
-        metrics: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.run_id, self.config, self._mask = run_id, config, mask
-        self._weights, self._metrics = dict(weights), dict(metrics or {})
-
-    @property
-    def levels(self) -> list[int]:
-        return [0]
-
-    def mask(self, level: int) -> Mask:
-        self._require(level)
-        return {name: m.clone() for name, m in self._mask.items()}
-
-    def weights(self, level: int | None = 0, which: str = "final") -> State:
-        if level is not None:
-            self._require(level)
-        if which not in self._weights:
-            raise StoreError(
-                f"{self.run_id} has no {which!r} weights; it has: {', '.join(self._weights)} "
-                "(pass trained= to from_pruned_model to make the model's weights the start)"
-            )
-        return {name: w.clone() for name, w in self._weights[which].items()}
-
-    def level_metrics(self, level: int) -> dict[str, Any]:
-        # The step training started from is unknown for an imported model.
-        metrics = level_metrics(self._require(level), self._mask, self._metrics, start_step=0)
-        del metrics["start_step"]
-        return metrics
-
-
-def _plain(weights: nn.Module | Mapping[str, torch.Tensor]) -> State:
-    if isinstance(weights, nn.Module):
-        return plain_state_dict(weights)
-    return {name: w.detach().clone() for name, w in weights.items()}
-
-
-def from_pruned_model(
-    model: nn.Module,
-    name: str = "imported",
-    trained: nn.Module | Mapping[str, torch.Tensor] | None = None,
-    config: ConfigLike = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> ImportedRun:
-    """A one-level run from ``model`` pruned with torch.nn.utils.prune (its ``weight_mask`` buffers).
-
-    ``trained``: the network after training under this mask (a module or state dict); then
-    ``model``'s own weights are the level's ``start``. Without it ``model``'s weights (orig ×
-    mask) are the ``final`` ones. ``config``: a RunConfig, or dotted overrides such as
-    ``{"model.name": "lenet5", "seed": 3}`` on top of the prune.* settings read from the
-    model's pruning hooks (:func:`torch_prune_settings`) and ``levels = 0``.
-    """
-    mask = from_torch_prune(model)
-    if not mask:
-        raise ConfigError(
-            f"model {name!r} has no torch.nn.utils.prune masks (no *_mask buffers); prune it "
-            "first, e.g. torch.nn.utils.prune.l1_unstructured(layer, 'weight', amount=0.2)"
-        )
-    own = plain_state_dict(model)
-    weights = {"final": own}
-    if trained is not None:
-        final = _plain(trained)
-        if set(final) != set(own):
-            raise ConfigError(
-                f"trained weights of {name!r} do not match the model (missing: "
-                f"{sorted(set(own) - set(final))}, extra: {sorted(set(final) - set(own))}); "
-                "pass the same architecture after training"
-            )
-        weights = {"final": final, "start": own}
-    return ImportedRun(name, _imported_config(model, config), mask, weights, metrics)
-
-
-def _imported_config(model: nn.Module, config: ConfigLike) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
-    overrides = {**torch_prune_settings(model), **(config or {})}
-    return RunConfig(levels=0).replace(overrides)
-
-
-def runs_from_pruned_models(
-    models: Sequence[nn.Module],
-    names: Sequence[str] | None = None,
-    configs: Sequence[ConfigLike] | None = None,
-) -> list[ImportedRun]:
-    """One :func:`from_pruned_model` run per model, named ``names`` (default imported-<i>).
-
-    ``overlap_table(runs, along=F)`` pairs runs whose configs differ only in ``F``: models
-    pruned by different torch methods differ in ``criterion`` already; for others pass
-    ``configs``, e.g. ``[{"seed": 0}, {"seed": 1}]`` to compare ``along="seed"``.
-    """
-    names = [f"imported-{i}" for i in range(len(models))] if names is None else list(names)
-    configs = [None] * len(models) if configs is None else list(configs)
-    if not len(models) == len(names) == len(configs):
-        raise ConfigError(
-            f"got {len(models)} models, {len(names)} names and {len(configs)} configs; "
-            "pass one name and one config per model"
-        )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"names {names} repeat; give every model its own name")
-    return [
-        from_pruned_model(model, name, config=config)
-        for model, name, config in zip(models, names, configs, strict=True)
-    ]
