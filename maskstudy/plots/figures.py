@@ -176,7 +176,7 @@ def _criterion_layers(t: Tables) -> Figure:
     return criterion_heatmap(overlap, layers=layers, value="lift")
 
 
-def _scopes(t: Tables) -> Figure:
+def _layerwise_vs_global_density(t: Tables) -> Figure:
     frame = t["runs"]
     scopes = set(frame["scope"])
     if len(scopes) < 2:
@@ -248,7 +248,7 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
     ),
     "p7_stability": _stability,
     "p7_weight_scatter": _weight_scatter,
-    "p8_layer_density": _scopes,
+    "p8_layer_density": _layerwise_vs_global_density,
     "mds_masks": _mask_map,
 }
 

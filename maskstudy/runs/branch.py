@@ -20,7 +20,7 @@ from maskstudy.errors import ConfigError, StoreError
 from maskstudy.masks import Mask
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.regimes import BRANCH_KINDS, FROM_K, REWIND
-from maskstudy.runs.store import Run
+from maskstudy.runs.store import MASK_FILE, WEIGHT_FILES, Run, levels_done
 from maskstudy.seeds import generator
 
 PARENT_ONLY = ("model.", "prune.", "branch.")  # fields a branch takes from its parent as they are
@@ -129,8 +129,7 @@ def missing_parent_levels(cfg: RunConfig, have: Iterable[int], todo: Iterable[in
 def waiting_for(cfg: RunConfig, run_dir: Path) -> list[int]:
     """The levels a sweep's branch still waits for from its parent, the run beside it."""
     parent_dir = run_dir.parent / cfg.branch.parent
-    have = Run(parent_dir).levels if (parent_dir / "config.json").is_file() else []
-    done = set(Run(run_dir).levels) if (run_dir / "config.json").is_file() else set()
+    have, done = levels_done(parent_dir), set(levels_done(run_dir))
     return missing_parent_levels(cfg, have, [lv for lv in cfg.level_range() if lv not in done])
 
 
@@ -151,7 +150,7 @@ def check_parent_unchanged(branch: Run, parent: Run) -> None:
     since (its DONE records another mask) would leave the branch describing another run."""
     for level, sha in branch.info.get("parent", {}).get("masks", {}).items():
         if int(level) in branch.levels and int(level) in parent.levels:
-            now = parent._done(int(level))["files"].get("mask.safetensors")
+            now = parent._done(int(level))["files"].get(MASK_FILE)
             if now != sha:
                 raise StoreError(
                     f"the parent {parent.path} holds another mask at level {level} than the one "
@@ -164,7 +163,7 @@ def parent_weights(cfg: RunConfig, parent: Run) -> dict[str, dict[str, torch.Ten
     """θ0 (and θk) of a branch that starts from its parent's weights: the parent's θ0, with the
     parent's θk when the branch rewinds to the same step (else its own level 0 makes θk)."""
     out = {"init": parent.weights(which="init")}
-    stored = "rewind.safetensors" in parent.info.get("files", {})
+    stored = WEIGHT_FILES["rewind"] in parent.info.get("files", {})
     if stored and cfg.rewind_to == parent.config.rewind_to and cfg.rule.start == REWIND:
         out["rewind"] = parent.weights(which="rewind")
     return out

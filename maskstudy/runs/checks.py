@@ -99,14 +99,14 @@ def _too_large(cfg: RunConfig, size: str, memory: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Layers:
+class TensorOverrides:
     """Per-tensor pruning overrides with the ``"output"`` alias resolved to the model's classifier."""
 
     amounts: dict[str, float]
     exclude: tuple[str, ...]
 
 
-def resolve_layers(cfg: RunConfig, model: nn.Module) -> Layers:
+def resolve_overrides(cfg: RunConfig, model: nn.Module) -> TensorOverrides:
     """Resolve and check the tensor names of ``prune.layer_amounts`` and ``prune.exclude``."""
     names = prunable_names(model)
 
@@ -121,7 +121,7 @@ def resolve_layers(cfg: RunConfig, model: nn.Module) -> Layers:
 
     amounts = {resolve(k, "prune.layer_amounts"): v for k, v in cfg.prune.layer_amounts.items()}
     exclude = tuple(resolve(k, "prune.exclude") for k in cfg.prune.exclude)
-    return Layers(amounts, exclude)
+    return TensorOverrides(amounts, exclude)
 
 
 def rewind_step(cfg: RunConfig, data: Data) -> int:
@@ -138,14 +138,14 @@ def rewind_step(cfg: RunConfig, data: Data) -> int:
     return k
 
 
-def check_run(cfg: RunConfig, data: Data, here: bool = True) -> Layers:
+def check_run(cfg: RunConfig, data: Data, here: bool = True) -> TensorOverrides:
     """Everything about ``cfg`` that needs its model or ``data`` (its loaded dataset), checked
     on a meta-device model before anything is allocated: the model builds for these inputs and
     fits in memory (when it trains ``here``), the layer names exist, the durations are at least
-    one iteration and the rewind point lies before the end. Returns the resolved layers."""
-    layers = resolve_layers(cfg, meta_model(cfg, data, here))
+    one iteration and the rewind point lies before the end. Returns the per-tensor overrides."""
+    overrides = resolve_overrides(cfg, meta_model(cfg, data, here))
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
     check_some_steps(cfg.train.duration, "train.duration", per_epoch)
     check_some_steps(cfg.train.eval_every, "train.eval_every", per_epoch)
     rewind_step(cfg, data)
-    return layers
+    return overrides

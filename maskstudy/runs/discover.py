@@ -6,7 +6,7 @@ from pathlib import Path
 
 from maskstudy.errors import StoreError
 from maskstudy.runs.openlth import open_openlth
-from maskstudy.runs.store import Run
+from maskstudy.runs.store import Run, is_run_dir
 from maskstudy.runs.sweep import SWEEP_FILE, Sweep
 
 
@@ -22,11 +22,11 @@ def open_runs(path: str | Path) -> list:
         raise StoreError(f"{path} is not a directory; pass a sweep, run or OpenLTH directory")
     if (path / SWEEP_FILE).is_file():
         return Sweep(path).runs
-    if (path / "config.json").is_file():
+    if is_run_dir(path):
         return [Run(path)]
     if _is_openlth(path):
         return open_openlth(path)
-    runs = [Run(d) for d in sorted(path.iterdir()) if (d / "config.json").is_file()]
+    runs = [Run(d) for d in sorted(path.iterdir()) if is_run_dir(d)]
     if not runs:
         raise StoreError(
             f"{path} holds no runs: expected {SWEEP_FILE}, config.json, run directories or "

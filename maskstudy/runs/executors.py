@@ -146,7 +146,7 @@ def claim(cfg: RunConfig, run_dir: Path, held: ExitStack) -> Outcome | None:
         return "busy"
     held.callback(lock.release)
     held.callback(record_run, run_dir)  # runs first: the record is written under the lock
-    if levels_done(run_dir) >= len(cfg.level_range()):
+    if len(levels_done(run_dir)) >= len(cfg.level_range()):
         return "done"
     if divergence(run_dir) is not None:
         return "diverged"
@@ -200,7 +200,7 @@ class _Progress:
 def _levels_shown(run_dir: Path) -> int:
     """levels_done for the progress bar: a damaged run directory counts 0 (its task reports it)."""
     try:
-        return levels_done(run_dir)
+        return len(levels_done(run_dir))
     except (MaskstudyError, OSError):
         return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from maskstudy.errors import StoreError
 from maskstudy.files import read_json, write_atomic, write_json
-from maskstudy.runs.store import SIDE_FILES, Run
+from maskstudy.runs.store import SIDE_FILES, levels_done
 from maskstudy.train import Diverged
 
 LOCK_FILE, ERROR_FILE = SIDE_FILES
@@ -154,7 +154,7 @@ def run_state(run_dir: Path, expected: int) -> tuple[str, int, str]:
     """(state, levels done, detail) of a run directory that may not exist yet and should hold
     ``expected`` levels."""
     run_dir = Path(run_dir)
-    done = len(Run(run_dir).levels) if (run_dir / "config.json").is_file() else 0
+    done = len(levels_done(run_dir))
     if done >= expected:
         return "done", done, ""
     if is_locked(run_dir):

@@ -39,7 +39,7 @@ from maskstudy.runs.branch import (
     parent_weights,
     rewinds_schedule,
 )
-from maskstudy.runs.checks import Layers, check_device, check_run, rewind_step
+from maskstudy.runs.checks import TensorOverrides, check_device, check_run, rewind_step
 from maskstudy.runs.config import DataConfig, RunConfig
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import (
@@ -59,6 +59,7 @@ from maskstudy.runs.store import (
     create_run,
     inherited_start,
     level_dir,
+    levels_done,
     open_run,
     record_parent_mask,
     save_level,
@@ -173,7 +174,7 @@ def _say(announce: bool, cfgs: Sequence[RunConfig], paths: Sequence[Path]) -> No
 
 def where_it_trains(path: Path, cfg: RunConfig) -> str:
     """``run directory: …``, with the level a run resumes at when some are done."""
-    done = _levels_done(path)
+    done = levels_done(path)
     todo = [lv for lv in cfg.level_range() if lv not in done]
     if not done:
         return f"run directory: {path}"
@@ -254,12 +255,12 @@ def problem_report(problems: dict[str, list[str]], where: str, shown: int = 3) -
 
 @dataclass
 class Member:
-    """One run of a replica group: its config, store, resolved layers, levels still to do and
+    """One run of a replica group: its config, store, per-tensor overrides, levels still to do and
     how often (seconds, 0 = never) its level's training state is checkpointed."""
 
     cfg: RunConfig
     store: Run
-    layers: Layers
+    overrides: TensorOverrides
     todo: list[int]
     checkpoint_every: float = 0.0
 
@@ -314,10 +315,10 @@ def run_group(
         _say(announce, cfgs, paths)
         return [create_run(path, c, p) for c, path, p in zip(cfgs, paths, parents, strict=True)]
     data = data if data is not None else from_config(cfg0.data, data_root, device)
-    layers = check_run(cfg0, data)  # before the model is allocated or anything written
+    overrides = check_run(cfg0, data)  # before the model is allocated or anything written
     _say(announce, cfgs, paths)
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
-    k = rewind_step(cfg0, data)
+    rewind_at = rewind_step(cfg0, data)
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
         store = create_run(path, c, parent)  # only now: a config that cannot run leaves nothing
@@ -329,20 +330,16 @@ def run_group(
         for which, state in initial_weights(c, data, parent).items():
             if WEIGHT_FILES[which] not in recorded:
                 save_weights(store, which, state)
-        members.append(Member(c, store, layers, todo, 60.0 * checkpoint_minutes))
+        members.append(Member(c, store, overrides, todo, 60.0 * checkpoint_minutes))
     with cpu_threads(cfg0.train.threads):
         for level in sorted({lv for m in members for lv in m.todo}):
             active = [m for m in members if level in m.todo]
-            train_level(active, template, data, level, k, progress)
+            train_level(active, template, data, level, rewind_at, progress)
     return [m.store for m in members]
 
 
-def _levels_done(path: Path) -> list[int]:
-    return Run(path).levels if (path / "config.json").is_file() else []
-
-
 def _levels_to_do(cfg: RunConfig, path: Path) -> list[int]:
-    done = set(_levels_done(path))
+    done = set(levels_done(path))
     return [lv for lv in cfg.level_range() if lv not in done]
 
 
@@ -361,12 +358,12 @@ def train_level(
     template: nn.Module,
     data: Data,
     level: int,
-    k: int,
+    rewind_at: int,
     progress: bool,
 ) -> None:
     """Prune every member once, then train and save them side by side; members whose training
     schedules differ (scratch_b under global scope: unequal FLOPs ratios) train apart."""
-    picked = [level_mask(m.store, m.cfg, template, level, m.layers, data) for m in members]
+    picked = [level_mask(m.store, m.cfg, template, level, m.overrides, data) for m in members]
     budgets = [
         level_budget(m.cfg, template, data, level, mask)
         for m, (mask, _) in zip(members, picked, strict=True)
@@ -379,7 +376,7 @@ def train_level(
             template,
             data,
             level,
-            k,
+            rewind_at,
             progress,
         )
 
@@ -391,7 +388,7 @@ def train_together(
     template: nn.Module,
     data: Data,
     level: int,
-    k: int,
+    rewind_at: int,
     progress: bool,
 ) -> None:
     """Set the starting weights of, train and save one level of members sharing a schedule,
@@ -399,7 +396,7 @@ def train_together(
     cfg = members[0].cfg
     masks = [mask for mask, _ in picked]
     starts = [
-        starting_point(m.store, m.cfg, data, level, k, mask)
+        starting_point(m.store, m.cfg, data, level, rewind_at, mask)
         for m, mask in zip(members, masks, strict=True)
     ]
     start_step = starts[0][1]
@@ -415,7 +412,7 @@ def train_together(
             masks=masks,
             seeds=[derive_seed(m.cfg.seed, "data") for m in members],
             start_step=start_step,
-            snapshot_step=k if level == 0 and k > 0 else None,
+            snapshot_step=rewind_at if level == 0 and rewind_at > 0 else None,
             progress=label if progress else None,
             update_masks=hook,
             checkpoints=level_checkpoints(members, level),
@@ -432,7 +429,7 @@ def train_together(
     ):
         if m.cfg.is_branch:  # provenance: which parent mask this level trained
             record_parent_mask(m.store, level)
-        if level == 0 and k > 0:
+        if level == 0 and rewind_at > 0:
             save_weights(m.store, "rewind", result.snapshot)
         cost = flops_metrics(template, data, mask)  # of the final mask (gradual: the frozen one)
         metrics = level_metrics(level, mask, result.final, start_step) | budget.metrics | cost
@@ -465,7 +462,7 @@ def build_model(cfg: RunConfig, data: Data, seed: int) -> nn.Module:
 
 
 def level_mask(
-    store: Run, cfg: RunConfig, model: nn.Module, level: int, layers: Layers, data: Data
+    store: Run, cfg: RunConfig, model: nn.Module, level: int, overrides: TensorOverrides, data: Data
 ) -> tuple[Mask, dict]:
     """Level 0: all prunable weights kept. Level L: prune the weights of level L−1 (or θ0); a
     branch takes its parent's mask of the level instead (maskstudy.runs.branch).
@@ -475,7 +472,7 @@ def level_mask(
     if cfg.is_branch:
         return branch_mask(cfg, store.parent, level), {}
     if level == 0:
-        return full_mask(model, exclude=layers.exclude), {}
+        return full_mask(model, exclude=overrides.exclude), {}
     p = cfg.prune
     previous = store.mask(level - 1)
     at_init = scores_init(p.criterion, p.score_weights)
@@ -483,7 +480,7 @@ def level_mask(
     extra: dict = {}
     if CRITERIA.get(p.criterion).needs_model:  # snip, grasp, synflow, pca
         mask, extra = saliency_level(
-            cfg, model, data.train, scored, previous, layers.amounts, level
+            cfg, model, data.train, scored, previous, overrides.amounts, level
         )
         extra["scored_weights"] = "init" if at_init else "trained"
     else:
@@ -493,7 +490,7 @@ def level_mask(
             p.criterion,
             p.amount,
             p.scope,
-            layer_amounts=layers.amounts,
+            layer_amounts=overrides.amounts,
             rounding=p.rounding,
             n=p.n,
             dim=p.dim,
@@ -505,7 +502,7 @@ def level_mask(
 
 
 def starting_point(
-    store: Run, cfg: RunConfig, data: Data, level: int, k: int, mask: Mask
+    store: Run, cfg: RunConfig, data: Data, level: int, rewind_at: int, mask: Mask
 ) -> tuple[dict, int]:
     """The weights level ``level`` (trained with ``mask``) starts from, and its first step."""
     if level == 0:
@@ -513,7 +510,7 @@ def starting_point(
     if cfg.rule.start == FRESH_EACH_LEVEL:  # a new draw at every level, its own stream
         fresh = build_model(cfg, data, seed=derive_seed(cfg.seed, "reinit", level))
         return fresh.state_dict(), 0
-    return inherited_start(store, level, mask), (k if rewinds_schedule(cfg) else 0)
+    return inherited_start(store, level, mask), (rewind_at if rewinds_schedule(cfg) else 0)
 
 
 def level_metrics(level: int, mask: Mask, final: dict, start_step: int) -> dict:

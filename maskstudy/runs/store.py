@@ -40,8 +40,11 @@ from maskstudy.pruning.drop import revived_start
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.regimes import FRESH_EACH_LEVEL, MOVED_REGIMES
 
+CONFIG_FILE = "config.json"  # a directory holding it is a run directory
+DONE_FILE = "DONE"  # a level directory holding it is a completed level
+MASK_FILE, FINAL_FILE, METRICS_FILE = "mask.safetensors", "final.safetensors", "metrics.json"
 WEIGHT_FILES = {"init": "init.safetensors", "rewind": "rewind.safetensors"}
-LEVEL_FILES = ("mask.safetensors", "final.safetensors", "metrics.json")
+LEVEL_FILES = (MASK_FILE, FINAL_FILE, METRICS_FILE)
 START_FILE = "start.safetensors"  # only for regimes whose starting weights are not θ0/θk/final
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_FILE = "checkpoint.safetensors"  # a level's training state while it trains
@@ -68,7 +71,7 @@ class Run:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        info_path = self.path / "config.json"
+        info_path = self.path / CONFIG_FILE
         if not info_path.is_file():
             raise StoreError(
                 f"{self.path} is not a maskstudy run directory (no config.json); "
@@ -113,11 +116,11 @@ class Run:
         if not root.is_dir():
             return []
         return sorted(
-            int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / "DONE").is_file()
+            int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / DONE_FILE).is_file()
         )
 
     def _done(self, level: int) -> dict[str, Any]:
-        path = level_dir(self.path, level) / "DONE"
+        path = level_dir(self.path, level) / DONE_FILE
         if not path.is_file():
             raise StoreError(
                 f"level {level} of {self.path} is not complete (no {path.name}); "
@@ -137,14 +140,14 @@ class Run:
 
     def mask(self, level: int) -> Mask:
         """The mask training ran with at ``level`` (True = kept)."""
-        path = level_dir(self.path, level) / "mask.safetensors"
-        return unpack_mask(self._level_file(level, "mask.safetensors"), path)
+        path = level_dir(self.path, level) / MASK_FILE
+        return unpack_mask(self._level_file(level, MASK_FILE), path)
 
     def weights(self, level: int | None = None, which: str = "final") -> dict[str, torch.Tensor]:
         """Weights of a level: ``final`` (trained), ``start`` (what its training began from);
         or the run's θ0 (``init``) / θk (``rewind``)."""
         if which == "final":
-            return self._level_tensors(level, "final.safetensors", which)
+            return self._level_tensors(level, FINAL_FILE, which)
         if which == "start":
             return self._start(level)
         if which not in WEIGHT_FILES:
@@ -191,9 +194,9 @@ class Run:
         return unpack_updates(self._level_file(level, UPDATES_FILE), path)
 
     def level_metrics(self, level: int) -> dict[str, Any]:
-        path = level_dir(self.path, level) / "metrics.json"
+        path = level_dir(self.path, level) / METRICS_FILE
         try:
-            metrics = json.loads(self._level_file(level, "metrics.json"))
+            metrics = json.loads(self._level_file(level, METRICS_FILE))
         except json.JSONDecodeError as e:
             raise StoreError(f"{path} is not valid JSON; the file is damaged") from e
         timing = self._done(level).get("seconds")  # kept in DONE, out of the hashed files
@@ -243,9 +246,14 @@ def check_tables(info: dict[str, Any], path: Path) -> None:
             )
 
 
-def levels_done(run_dir: Path) -> int:
-    """How many levels of a run directory are complete (0 before its config.json exists)."""
-    return len(Run(run_dir).levels) if (Path(run_dir) / "config.json").is_file() else 0
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory (it holds the run's config.json)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def levels_done(run_dir: str | Path) -> list[int]:
+    """The completed levels of a run directory ([] before its config.json exists)."""
+    return Run(run_dir).levels if is_run_dir(run_dir) else []
 
 
 def history_lines(path: Path) -> list[tuple[int, str]]:
@@ -334,7 +342,7 @@ def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
     A directory holding another config is never touched: StoreError.
     """
     run_dir = Path(run_dir)
-    info_path = run_dir / "config.json"
+    info_path = run_dir / CONFIG_FILE
     if info_path.is_file():
         run = Run(run_dir)
         old, new = _identity(run.config), _identity(cfg)
@@ -382,11 +390,11 @@ def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
 def record_parent_mask(run: Run, level: int) -> None:
     """Record in a branch's config.json the sha256 of the parent mask its ``level`` trains."""
     parent = run.parent
-    sha = parent._done(level)["files"]["mask.safetensors"]
+    sha = parent._done(level)["files"][MASK_FILE]
     record = run.info["parent"]
     if record["masks"].get(str(level)) != sha:
         record["masks"][str(level)] = sha
-        write_json(run.path / "config.json", run.info)
+        write_json(run.path / CONFIG_FILE, run.info)
 
 
 def save_weights(run: Run, which: str, state: dict[str, torch.Tensor]) -> None:
@@ -394,7 +402,7 @@ def save_weights(run: Run, which: str, state: dict[str, torch.Tensor]) -> None:
     path, data = run.path / WEIGHT_FILES[which], tensors_to_bytes(state)
     run.info.setdefault("files", {})[path.name] = write_atomic(path, data)
     run.info.setdefault("sizes", {})[path.name] = len(data)
-    write_json(run.path / "config.json", run.info)
+    write_json(run.path / CONFIG_FILE, run.info)
 
 
 def save_level(
@@ -413,7 +421,7 @@ def save_level(
     θ0, θk or the previous level (reinitialisation). ``extra_files`` are more level files by name
     (a gradual level's mask updates), recorded in DONE like the others."""
     directory = level_dir(run.path, level)
-    done = directory / "DONE"
+    done = directory / DONE_FILE
     try:
         done.unlink(missing_ok=True)
     except OSError as e:
@@ -423,9 +431,9 @@ def save_level(
     untimed = {k: v for k, v in metrics.items() if k != "seconds"}
     timing = {"seconds": metrics["seconds"]} if "seconds" in metrics else {}
     contents = {
-        "mask.safetensors": pack_mask(mask),
-        "final.safetensors": tensors_to_bytes(final),
-        "metrics.json": (json.dumps(untimed, indent=2) + "\n").encode(),
+        MASK_FILE: pack_mask(mask),
+        FINAL_FILE: tensors_to_bytes(final),
+        METRICS_FILE: (json.dumps(untimed, indent=2) + "\n").encode(),
     }
     if start is not None:
         contents[START_FILE] = tensors_to_bytes(start)

@@ -44,7 +44,7 @@ from maskstudy.runs.config import RunConfig
 from maskstudy.runs.lock import run_state
 from maskstudy.runs.presets import get_preset
 from maskstudy.runs.run import preflight
-from maskstudy.runs.store import Run
+from maskstudy.runs.store import Run, is_run_dir
 from maskstudy.runs.table import runs_frame
 
 SWEEP_FILE = "sweep.toml"
@@ -301,7 +301,7 @@ class Sweep:
     def runs(self) -> list[Run]:
         """The sweep's runs that have started (a config.json on disk), in sweep-file order."""
         dirs = [self.path / c.run_id() for c in self.spec.configs]
-        return [Run(d) for d in dirs if (d / "config.json").is_file()]
+        return [Run(d) for d in dirs if is_run_dir(d)]
 
     def frame(self, long: bool = False) -> pd.DataFrame:
         """One row per (run, level) with config columns; ``long``: one row per (run, level, layer)."""

@@ -35,6 +35,8 @@ from maskstudy.files import (
     write_json,
 )
 from maskstudy.runs.store import (
+    CONFIG_FILE,
+    DONE_FILE,
     HISTORY_FILE,
     LEVEL_FILES,
     SCHEMA,
@@ -43,6 +45,7 @@ from maskstudy.runs.store import (
     Run,
     history_lines,
     level_dir,
+    levels_done,
 )
 from maskstudy.runs.sweep import SWEEP_FILE, read_sweep
 
@@ -94,7 +97,7 @@ def summary(frame: pd.DataFrame) -> str:
 
 def _looks_like_run(path: Path) -> bool:
     return path.is_dir() and any(
-        (path / name).exists() for name in ("config.json", "levels", *WEIGHT_FILES.values())
+        (path / name).exists() for name in (CONFIG_FILE, "levels", *WEIGHT_FILES.values())
     )
 
 
@@ -180,7 +183,7 @@ def record_run(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     path = run_dir.parent / MANIFEST_DIR / RUN_RECORDS / f"{run_dir.name}.json"
     try:
-        levels = Run(run_dir).levels if (run_dir / "config.json").is_file() else []
+        levels = levels_done(run_dir)
         if levels:
             _write_record(path, {"run_id": run_dir.name, "levels": levels})
     except StoreError as e:
@@ -219,7 +222,7 @@ def check_run(run_dir: Path, name: str) -> list[dict[str, Any]]:
     first = branch.get("first", 1) if branch.get("kind") else 0
     history = _read_history(run_dir)
     evidence = Evidence(
-        done={n for n in _level_numbers(run_dir) if (level_dir(run_dir, n) / "DONE").is_file()},
+        done={n for n in _level_numbers(run_dir) if (level_dir(run_dir, n) / DONE_FILE).is_file()},
         rows={lv for lv, _ in history} if isinstance(history, list) else set(),
         recorded=_run_record(run_dir, add),
     )
@@ -239,7 +242,7 @@ def check_run(run_dir: Path, name: str) -> list[dict[str, Any]]:
 
 def _check_config(run_dir: Path, add) -> dict | None:
     """config.json is the root record: it must parse, hold a valid config and match its run id."""
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         add(None, path.name, "missing", "the run's record (config, θ0/θk sha256s) is gone")
         return None
@@ -341,7 +344,7 @@ def _check_levels(
     for level in numbers:
         directory = level_dir(run_dir, level)
         where = directory.relative_to(run_dir).as_posix()
-        done = directory / "DONE"
+        done = directory / DONE_FILE
         if not done.is_file():
             _check_unfinished(directory, where, level, _level_files(reinit, level), evidence, add)
             continue
@@ -358,7 +361,7 @@ def _check_levels(
         for name, sha in files.items():
             add(level, f"{where}/{name}", *check_file(directory / name, sha, sizes.get(name)))
         for path in sorted(directory.iterdir()):
-            if path.name not in files and path.name != "DONE" and not is_temp_file(path):
+            if path.name not in files and path.name != DONE_FILE and not is_temp_file(path):
                 add(level, f"{where}/{path.name}", "stray", "not recorded in DONE")
     return complete
 
