@@ -16,7 +16,7 @@ from maskstudy.errors import ConfigError, MaskstudyError, StoreError
 from maskstudy.plots import draw_figures
 from maskstudy.runs.config import parse_value
 from maskstudy.runs.discover import open_runs
-from maskstudy.runs.executors import run_sweep
+from maskstudy.runs.executors import EXECUTORS, run_sweep
 from maskstudy.runs.presets import PRESETS, get_preset
 from maskstudy.runs.regimes import BRANCH_KINDS
 from maskstudy.runs.run import branch, run
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run (or resume) every run of a TOML sweep file")
     w.add_argument("file", help="sweep file (.toml): preset/base, grid, tied axes, seeds")
     w.add_argument("--out", required=True, help="sweep directory (holds sweep.toml and the runs)")
-    w.add_argument("--executor", default="local", choices=["local", "slurm"])
+    w.add_argument("--executor", default="local", choices=list(EXECUTORS))
     w.add_argument(
         "--jobs", type=int, help="local worker processes (default: one per CPU core, or per GPU)"
     )

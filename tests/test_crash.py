@@ -28,11 +28,12 @@ from maskstudy.data import from_config
 from maskstudy.errors import StoreError
 from maskstudy.files import temp_files
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
-from maskstudy.runs.executors import execute_task, run_sweep
+from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.lock import DIVERGED_FILE, RunLock, is_locked, record_error, run_state
 from maskstudy.runs.run import run
 from maskstudy.runs.store import level_dir
 from maskstudy.runs.sweep import prepare_sweep_dir
+from maskstudy.runs.tasks import execute_task
 from maskstudy.runs.verify import is_damaged, verify
 from maskstudy.train import Diverged
 

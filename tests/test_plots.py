@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -474,3 +475,16 @@ def test_every_registered_criterion_and_training_has_its_own_style():
     names = [*REGIMES, *(method_name("", kind) for kind in BRANCH_KINDS)]
     assert set(names) == set(_LINESTYLES)  # each regime and branch kind drawn its own way
     assert len({str(regime_linestyle(n)) for n in names}) == len(names)
+
+
+def test_the_study_scripts_share_one_command_line(tmp_path):
+    from maskstudy.plots.study import study_args
+
+    args = study_args("What it draws.\nMore.", "x.toml", [str(tmp_path)])
+    assert args.out == tmp_path / "study" and args.formats == ["pdf", "png"]
+    args = study_args(
+        "Doc.", "x.toml", [str(tmp_path), "--out", str(tmp_path / "o"), "--format", "png"]
+    )
+    assert (args.sweep, args.out, args.formats) == (tmp_path, tmp_path / "o", ["png"])
+    scripts = sorted(Path(__file__).parents[1].glob("analysis/*/figures.py"))
+    assert len(scripts) >= 4 and all("study_args(__doc__" in s.read_text() for s in scripts)

@@ -16,9 +16,10 @@ from maskstudy import open_sweep
 from maskstudy.cli import main
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs import lock
-from maskstudy.runs.executors import available_devices, plan_tasks, run_sweep
+from maskstudy.runs.executors import Ray, available_devices, run_sweep
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
+from maskstudy.runs.tasks import plan_tasks
 
 BASE = """
 levels = 2
@@ -268,6 +269,19 @@ def test_status_shows_partial_pending_and_running(tmp_path):
     assert run_sweep(path, tmp_path / "out", progress=False) == {"done": 1, "trained": 1}
 
 
+def assert_same_runs(out: Path, reference: dict) -> None:
+    """Every run under ``out`` has its reference's masks and weights, bit for bit."""
+    for run in open_sweep(out).runs:
+        ref = reference[run.run_id]
+        assert run.levels == ref.levels
+        for level in ref.levels:
+            for a, b in (
+                (run.mask(level), ref.mask(level)),
+                (run.weights(level), ref.weights(level)),
+            ):
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_worker_pool_and_submitit_local_give_the_in_process_results(done_sweep, tmp_path):
     root, path, _ = done_sweep
     reference = {r.run_id: r for r in open_sweep(root / "out").runs}
@@ -281,19 +295,28 @@ def test_worker_pool_and_submitit_local_give_the_in_process_results(done_sweep, 
         progress=False,
     ) == {"trained": 4}
     for out in ("pool", "slurm"):
-        for run in open_sweep(tmp_path / out).runs:
-            ref = reference[run.run_id]
-            for level in ref.levels:
-                assert all(torch.equal(ref.mask(level)[k], v) for k, v in run.mask(level).items())
-                assert run.metrics()["test_acc"].tolist() == pytest.approx(
-                    ref.metrics()["test_acc"].tolist(), abs=0.02
-                )
+        assert_same_runs(tmp_path / out, reference)
+
+
+def test_a_local_ray_instance_gives_the_in_process_results(done_sweep, tmp_path):
+    ray = pytest.importorskip(
+        "ray", reason="ray does not install here: pip install 'maskstudy[ray]'"
+    )
+    root, path, _ = done_sweep
+    reference = {r.run_id: r for r in open_sweep(root / "out").runs}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert run_sweep(path, tmp_path / "ray", executor=Ray(), progress=False) == {"trained": 4}
+    finally:
+        ray.shutdown()
+    assert_same_runs(tmp_path / "ray", reference)
+    assert main(["status", str(tmp_path / "ray")]) == 0
 
 
 def test_bad_slurm_resources_and_executor_are_refused(tmp_path):
     path = write(tmp_path, sweep_text(seeds="[0]"))
-    with pytest.raises(ConfigError, match="executor = 'ray'"):
-        run_sweep(path, tmp_path / "a", executor="ray", progress=False)
+    with pytest.raises(ConfigError, match="executor = 'dask'"):
+        run_sweep(path, tmp_path / "a", executor="dask", progress=False)
     with pytest.raises(ConfigError, match=r"\[slurm\] resources"):
         run_sweep(
             path,

@@ -12,10 +12,7 @@ test over seeds. Reads a finished or partial sweep.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from maskstudy.plots.study import write_study
+from maskstudy.plots.study import study_args, write_study
 
 FIGURES = [
     "p1_accuracy",
@@ -32,13 +29,8 @@ VALUES = (("test_acc", 100, 2), ("early_stop_test_acc", 100, 2), ("early_stop_st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="sweep directory of lenet300_lth*.toml")
-    parser.add_argument("--out", type=Path, help="default: SWEEP/study")
-    parser.add_argument("--format", default="pdf,png")
-    args = parser.parse_args(argv)
-    out = args.out or args.sweep / "study"
-    write_study(args.sweep, out, "lth", TICKET, CONTROLS, VALUES, FIGURES, args.format.split(","))
+    args = study_args(__doc__, "lenet300_lth*.toml", argv)
+    write_study(args.sweep, args.out, "lth", TICKET, CONTROLS, VALUES, FIGURES, args.formats)
 
 
 if __name__ == "__main__":

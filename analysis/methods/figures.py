@@ -7,14 +7,12 @@ density, and the per-method table (method, % remaining, test accuracy, FGSM/PGD,
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import maskstudy
 from maskstudy.plots import accuracy_vs_remaining
+from maskstudy.plots.study import study_args
 from maskstudy.plots.style import apply_style, criterion_color, method_label, regime_linestyle
 
 METHOD = ["criterion", "regime", "prune.schedule"]
@@ -60,11 +58,8 @@ def robustness(table: pd.DataFrame, attack: str = "pgd") -> plt.Figure:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="sweep directory of lenet5_mnist.toml")
-    parser.add_argument("--out", type=Path, help="default: SWEEP/study")
-    args = parser.parse_args(argv)
-    out = args.out or args.sweep / "study"
+    args = study_args(__doc__, "lenet5_mnist.toml", argv)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     frame = maskstudy.open_sweep(args.sweep).frame()
     table = method_table(frame)
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(c.startswith("pgd_acc") for c in table.columns):
         figures["methods_pgd"] = robustness(table)
     for name, fig in figures.items():
-        for fmt in ("pdf", "png"):
+        for fmt in args.formats:
             fig.savefig(out / f"{name}.{fmt}")
         plt.close(fig)
     print(f"table and figures: {out}")

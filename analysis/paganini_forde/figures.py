@@ -10,14 +10,12 @@ the whole-network overlap lift over chance per comparison and level.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import pandas as pd
 
 import maskstudy
 from maskstudy.analysis.report import analysis_tables, write_tables
 from maskstudy.plots import draw_figures, with_run_columns
+from maskstudy.plots.study import study_args
 
 METHOD = ["model", "criterion", "regime", "level"]
 
@@ -47,12 +45,8 @@ def lift_summary(overlap: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="sweep directory of one of this study's files")
-    parser.add_argument("--out", type=Path, help="default: SWEEP/study")
-    parser.add_argument("--format", default="pdf,png")
-    args = parser.parse_args(argv)
-    out = args.out or args.sweep / "study"
+    args = study_args(__doc__, "one of this study's files", argv)
+    out = args.out
     sweep = maskstudy.open_sweep(args.sweep)
     frame = sweep.frame()
     tables = analysis_tables(sweep.runs)
@@ -65,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, table in summaries.items():
             table.to_csv(out / f"{name}_summary.csv", index=False)
             print(f"\n{name}:\n{table.round(4).to_string(index=False)}")
-    report = draw_figures(
-        sweep.runs, out, formats=args.format.split(","), tables={**tables, "runs": frame}
-    )
+    report = draw_figures(sweep.runs, out, formats=args.formats, tables={**tables, "runs": frame})
     print(report)
     print(f"figures and tables: {out}")
 

@@ -11,10 +11,7 @@ paired sign-flip permutation test over seeds.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from maskstudy.plots.study import write_study
+from maskstudy.plots.study import study_args, write_study
 
 PIPELINE = "finetune"
 BASELINES = ("scratch_e", "scratch_b")
@@ -23,14 +20,9 @@ FIGURES = ["p1_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="sweep directory of lenet300_scratch.toml")
-    parser.add_argument("--out", type=Path, help="default: SWEEP/study")
-    parser.add_argument("--format", default="pdf,png")
-    args = parser.parse_args(argv)
-    out = args.out or args.sweep / "study"
+    args = study_args(__doc__, "lenet300_scratch.toml", argv)
     write_study(
-        args.sweep, out, "rethinking", PIPELINE, BASELINES, VALUES, FIGURES, args.format.split(",")
+        args.sweep, args.out, "rethinking", PIPELINE, BASELINES, VALUES, FIGURES, args.formats
     )
 
 

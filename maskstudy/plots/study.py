@@ -3,7 +3,9 @@ the paper figures, every control starting at the dense level it shares with its 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,27 @@ from maskstudy.analysis.stats import method_tables
 from maskstudy.plots.figures import draw_figures
 from maskstudy.runs.sweep import open_sweep
 from maskstudy.runs.table import with_parent_dense
+
+
+@dataclass(frozen=True)
+class StudyArgs:
+    """What every study script of ``analysis/`` is given: the sweep, where to write, formats."""
+
+    sweep: Path
+    out: Path
+    formats: list[str]
+
+
+def study_args(doc: str, sweep: str, argv: list[str] | None = None) -> StudyArgs:
+    """The one command line of the study scripts: ``SWEEP [--out DIR] [--format pdf,png]``
+    (``--out`` defaults to ``SWEEP/study``); ``doc`` is the script's docstring, ``sweep`` what
+    its sweep directory holds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help=f"sweep directory of {sweep}")
+    parser.add_argument("--out", type=Path, help="default: SWEEP/study")
+    parser.add_argument("--format", default="pdf,png", help="figure formats, comma-separated")
+    args = parser.parse_args(argv)
+    return StudyArgs(args.sweep, args.out or args.sweep / "study", args.format.split(","))
 
 
 def write_study(
