@@ -7,7 +7,7 @@ levels; ``along='level'`` rows compare the levels of one run (nested for IMP: fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -43,16 +43,21 @@ def overlap_tables(runs: Sequence[RunLike], axes: Sequence[str]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+# The one list of analysis tables: what `maskstudy analyze` writes, the demo and the study
+# scripts save, and the figures compute when not given them.
+TABLES: dict[str, Callable[[Sequence[RunLike]], pd.DataFrame]] = {
+    "overlap": lambda runs: overlap_tables(runs, varying_fields(runs)),
+    "structure": structure_table,
+    "stability": stability_table,
+}
+
+
 def analysis_tables(runs: Sequence[RunLike]) -> dict[str, pd.DataFrame]:
-    """{"overlap", "structure", "stability"}: the tidy tables of every completed level."""
+    """Every table of :data:`TABLES` over the runs' completed levels."""
     runs = [run for run in runs if run.levels]
     if not runs:
         raise StoreError("no completed level in these runs: nothing to analyse yet")
-    return {
-        "overlap": overlap_tables(runs, varying_fields(runs)),
-        "structure": structure_table(runs),
-        "stability": stability_table(runs),
-    }
+    return {name: build(runs) for name, build in TABLES.items()}
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:

@@ -14,9 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from maskstudy.analysis.embedding import MIN_RUNS, mask_embedding
-from maskstudy.analysis.report import overlap_tables, varying_fields
-from maskstudy.analysis.stability import stability_table
-from maskstudy.analysis.structure import structure_table
+from maskstudy.analysis.report import TABLES, varying_fields
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.plots.accuracy import accuracy_vs_remaining
 from maskstudy.plots.density import density_vs_level
@@ -66,16 +64,10 @@ class Unsupported(Exception):
 class Tables:
     """The tidy tables of ``runs``, each computed on first use; ``given`` ones are reused.
 
-    'runs' = ``runs_frame``; 'overlap' = ``analysis.report.overlap_tables`` along every varying
-    config field (with each pair's run columns joined); 'structure' = ``structure_table``;
-    'stability' = ``stability_table``."""
+    'runs' = ``runs_frame``, and every table of ``analysis.report.TABLES`` ('overlap' gets
+    each pair's run columns joined)."""
 
-    BUILDERS: dict[str, Callable[[list[RunLike]], pd.DataFrame]] = {
-        "runs": runs_frame,
-        "overlap": lambda runs: overlap_tables(runs, varying_fields(runs)),
-        "structure": structure_table,
-        "stability": stability_table,
-    }
+    BUILDERS: dict[str, Callable[[list[RunLike]], pd.DataFrame]] = {"runs": runs_frame, **TABLES}
 
     def __init__(self, runs: list[RunLike], given: Mapping[str, pd.DataFrame] | None) -> None:
         unknown = sorted(set(given or {}) - set(self.BUILDERS))
