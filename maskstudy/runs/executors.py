@@ -277,7 +277,7 @@ def run_sweep(
         executor = Slurm({**spec.slurm, **(slurm or {})}, cluster)
     elif executor == "ray":
         executor = Ray()
-    workers = executor.jobs if isinstance(executor, Local) else None
+    workers = (executor.jobs or default_jobs(device)) if isinstance(executor, Local) else None
     outcomes: Counter = Counter()
     with _Progress(out, spec.configs, progress):
         for is_branch in (False, True):  # branches read their parents' levels: they go second
