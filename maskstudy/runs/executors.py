@@ -179,7 +179,8 @@ class Ray:
                     outcomes.update(ray.get(ref).values())
                 except Exception as error:  # the worker died (out of memory, node lost)
                     outcomes["failed"] += len(task)
-                    print(f"ray task of {task[0].run_id()} failed: {str(error).splitlines()[0]}")
+                    why = str(error).splitlines()[0] if str(error) else repr(error)
+                    print(f"ray task of {task[0].run_id()} failed: {why}")
             return outcomes
         finally:
             if started:
