@@ -29,6 +29,14 @@ LAYERS = [
     ("cli",),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+# Inside runs/, bottom to top: configuration, the store, run orchestration, sweeps.
+RUNS = [
+    ("regimes", "config", "presets", "runlike"),
+    ("store", "gradual", "lock", "table"),
+    ("checks", "scoring", "scratch", "branch", "run", "foreign", "openlth", "pruned_models"),
+    ("sweep", "verify", "discover", "tasks", "executors"),
+]
+RUNS_RANK = {name: rank for rank, names in enumerate(RUNS) for name in names}
 
 
 def unit(module: str) -> str:
@@ -105,3 +113,20 @@ def test_imports_point_down_and_never_from_inside_a_function():
         if not top
     ]
     assert not hidden, "function-level imports across layers:\n" + "\n".join(hidden)
+
+
+def test_runs_is_layered_too():
+    """Configuration, then the store, then orchestration, then sweeps: within a tier modules
+    import each other; across tiers only downwards, and never inside a function."""
+    modules = {p.stem for p in (ROOT / "runs").glob("*.py")} - {"__init__"}
+    assert modules == set(RUNS_RANK), "add the new runs/ module to RUNS"
+    wrong = []
+    for path in sorted((ROOT / "runs").glob("*.py")):
+        for target, top, line in imports(path):
+            parts = target.split(".")
+            if path.stem == "__init__" or len(parts) < 3 or parts[1] != "runs":
+                continue
+            src, dst = RUNS_RANK[path.stem], RUNS_RANK[parts[2]]
+            if dst > src or not top:
+                wrong.append(f"runs/{path.name}:{line} imports runs.{parts[2]}")
+    assert not wrong, "imports against the tiers of runs/:\n" + "\n".join(wrong)

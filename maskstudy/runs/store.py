@@ -38,6 +38,7 @@ from maskstudy.files import (
 from maskstudy.masks import Mask
 from maskstudy.pruning.drop import revived_start
 from maskstudy.runs.config import RunConfig
+from maskstudy.runs.gradual import UPDATES_FILE, unpack_updates
 from maskstudy.runs.regimes import FRESH_EACH_LEVEL, MOVED_REGIMES
 
 CONFIG_FILE = "config.json"  # a directory holding it is a run directory
@@ -186,8 +187,6 @@ class Run:
 
     def mask_updates(self, level: int) -> list[tuple[int, Mask]]:
         """(step, mask) of every mask update inside a gradual level's training; [] otherwise."""
-        from maskstudy.runs.gradual import UPDATES_FILE, unpack_updates
-
         if UPDATES_FILE not in self._done(level)["files"]:
             return []
         path = level_dir(self.path, level) / UPDATES_FILE
