@@ -55,97 +55,80 @@ def default_jobs(device: str | None) -> int:
     """Local workers unless the user says: one per visible GPU, else one per CPU core (a run
     computes on ``train.threads`` threads, 1 by default)."""
     devices = available_devices(device)
-    if str(devices[0]).startswith("cuda") or (device or "").startswith("cuda"):
+    if str(devices[0]).startswith("cuda"):
         return len(devices)
     return os.cpu_count() or 1
 
 
-def _run_local(
-    tasks: list[list[RunConfig]], out: Path, data_root: Path | None, device: str | None, jobs: int
-) -> Counter:
-    """Tasks in a pool of ``jobs`` worker processes (in this process when only one would
-    work: jobs = 1 or a single task)."""
-    devices = available_devices(device)
-    jobs = min(jobs, len(tasks))
-    if jobs <= 1:
-        outcomes: Counter = Counter()
-        for i, task in enumerate(tasks):
-            outcomes.update(execute_task(task, out, data_root, devices[i % len(devices)]).values())
-        return outcomes
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
-    futures: set[Future] = set()
-    try:
-        for i, task in enumerate(tasks):
-            futures.add(
-                pool.submit(execute_task, task, out, data_root, devices[i % len(devices)], threads)
-            )
-        outcomes = Counter()
-        for future in as_completed(futures):
-            outcomes.update(future.result().values())
-        return outcomes
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _run_slurm(
-    tasks: list[list[RunConfig]],
-    out: Path,
-    data_root: Path | None,
-    device: str | None,
-    resources: dict[str, Any],
-    cluster: str | None = None,
-) -> Counter:
-    """One Slurm array job, one task per element, through submitit (``cluster='local'`` or
-    ``'debug'`` runs the same path without a cluster)."""
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError(
-            "the slurm executor needs submitit: pip install 'maskstudy[slurm]'"
-        ) from None
-    executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=cluster)
-    try:
-        executor.update_parameters(name=f"maskstudy-{out.name}", **resources)
-    except (TypeError, ValueError, NameError) as e:  # submitit names an unknown key with NameError
-        raise ConfigError(f"[slurm] resources: {e}") from None
-    n = len(tasks)
-    jobs = executor.map_array(execute_task, tasks, [out] * n, [data_root] * n, [device] * n)
-    outcomes: Counter = Counter()
-    for job in jobs:
-        try:
-            outcomes.update(job.result().values())
-        except Exception as error:  # the job itself died (preempted, out of time or memory)
-            outcomes["failed"] += 1
-            print(
-                f"slurm job {job.job_id} failed: {str(error).splitlines()[0] if str(error) else error!r}"
-            )
-    return outcomes
+def _first_line(error: BaseException) -> str:
+    """What a failed job or task says, in one line for the sweep's log."""
+    return str(error).splitlines()[0] if str(error) else repr(error)
 
 
 @dataclass
 class Local:
     """A spawn pool of ``jobs`` worker processes on this machine (default: one per CPU core,
-    or one per visible GPU, tasks spread over them); one worker trains in this process."""
+    or one per visible GPU, tasks spread over them); when only one would work (one job or one
+    task) it trains in this process."""
 
     jobs: int | None = None
     here: bool = True
 
     def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
-        return _run_local(tasks, out, data_root, device, self.jobs or default_jobs(device))
+        devices = available_devices(device)
+        jobs = min(self.jobs or default_jobs(device), len(tasks))
+        outcomes: Counter = Counter()
+        if jobs <= 1:
+            for i, task in enumerate(tasks):
+                found = execute_task(task, out, data_root, devices[i % len(devices)])
+                outcomes.update(found.values())
+            return outcomes
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+        futures: set[Future] = set()
+        try:
+            for i, task in enumerate(tasks):
+                device_i = devices[i % len(devices)]
+                futures.add(pool.submit(execute_task, task, out, data_root, device_i, threads))
+            for future in as_completed(futures):
+                outcomes.update(future.result().values())
+            return outcomes
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
 class Slurm:
-    """One Slurm array job per phase through submitit, with its ``resources``
-    (``timeout_min``, ``slurm_partition``, ...); ``cluster='local'`` runs it without Slurm."""
+    """One Slurm array job per phase through submitit, one task per element, with its
+    ``resources`` (``timeout_min``, ``slurm_partition``, ...); ``cluster='local'`` or
+    ``'debug'`` runs the same path without Slurm."""
 
     resources: dict[str, Any] = field(default_factory=dict)
     cluster: str | None = None
     here: bool = False
 
     def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
-        return _run_slurm(tasks, out, data_root, device, self.resources, self.cluster)
+        try:
+            import submitit
+        except ImportError:
+            raise ConfigError(
+                "the slurm executor needs submitit: pip install 'maskstudy[slurm]'"
+            ) from None
+        executor = submitit.AutoExecutor(folder=out / ".submitit" / "%j", cluster=self.cluster)
+        try:
+            executor.update_parameters(name=f"maskstudy-{out.name}", **self.resources)
+        except (TypeError, ValueError, NameError) as e:  # submitit: an unknown key is a NameError
+            raise ConfigError(f"[slurm] resources: {e}") from None
+        n = len(tasks)
+        jobs = executor.map_array(execute_task, tasks, [out] * n, [data_root] * n, [device] * n)
+        outcomes: Counter = Counter()
+        for job in jobs:
+            try:
+                outcomes.update(job.result().values())
+            except Exception as error:  # the job itself died (preempted, out of time or memory)
+                outcomes["failed"] += 1
+                print(f"slurm job {job.job_id} failed: {_first_line(error)}")
+        return outcomes
 
 
 @dataclass
@@ -179,8 +162,7 @@ class Ray:
                     outcomes.update(ray.get(ref).values())
                 except Exception as error:  # the worker died (out of memory, node lost)
                     outcomes["failed"] += len(task)
-                    why = str(error).splitlines()[0] if str(error) else repr(error)
-                    print(f"ray task of {task[0].run_id()} failed: {why}")
+                    print(f"ray task of {task[0].run_id()} failed: {_first_line(error)}")
             return outcomes
         finally:
             if started:
@@ -273,7 +255,7 @@ def run_sweep(
     spec = prepare_sweep_dir(sweep_file, out, extend, root, here)
     record_sweep(out)  # the sha256 of sweep.toml: verify finds an edited file
     if executor == "local":
-        executor = Local(jobs or default_jobs(device))
+        executor = Local(jobs)
     elif executor == "slurm":
         executor = Slurm({**spec.slurm, **(slurm or {})}, cluster)
     elif executor == "ray":
