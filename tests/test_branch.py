@@ -711,7 +711,7 @@ def test_branches_wait_while_another_process_trains_their_parents(tmp_path):
 # --- regressions: a Drop Pruning parent, a parent stored before the regimes were renamed -----
 def test_drop_revive_last_parent_can_be_given_a_reinit_branch(root, tmp_path):
     cfg = small(
-        levels=1, regime="finetune", **{"prune.criterion": "drop", "prune.drop_revive": "last"}
+        levels=1, regime="finetune", **{"prune.criterion": "drop", "prune.drop.revive": "last"}
     )
     p = run(cfg, root / "drop", progress=False)
     b = branch(p, "reinit", out=tmp_path, progress=False)

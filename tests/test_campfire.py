@@ -14,6 +14,7 @@ from maskstudy.pruning.schedules import GradualSchedule, geometric_density, ramp
 from maskstudy.runs.config import (
     AttackConfig,
     DataConfig,
+    GradualConfig,
     ModelConfig,
     PruneConfig,
     RunConfig,
@@ -67,9 +68,9 @@ def test_bad_schedules_are_refused(kwargs, needle):
     "overrides, needle",
     [
         ({"prune.schedule": "agp"}, "iterative, gradual"),
-        ({"prune.gradual_target": 0.5}, "only used with prune.schedule = 'gradual'"),
+        ({"prune.gradual.target": 0.5}, "only used with prune.schedule = 'gradual'"),
         ({"prune.schedule": "gradual"}, "set levels = 0"),
-        ({"prune.schedule": "gradual", "levels": 0, "prune.gradual_target": 1.0}, "gradual_target"),
+        ({"prune.schedule": "gradual", "levels": 0, "prune.gradual.target": 1.0}, "gradual.target"),
         (
             {"prune.schedule": "gradual", "levels": 0, "prune.criterion": "drop"},
             "cannot run with prune.schedule",
@@ -83,12 +84,25 @@ def test_bad_schedules_are_refused(kwargs, needle):
             {"prune.schedule": "gradual", "levels": 0, "prune.layer_amounts": {"output": 0.1}},
             "prune.exclude",
         ),
-        ({"prune.schedule": "gradual", "levels": 0, "prune.gradual_every": "often"}, "every"),
+        ({"prune.schedule": "gradual", "levels": 0, "prune.gradual.every": "often"}, "every"),
     ],
 )  # fmt: skip
 def test_gradual_config_errors_name_the_field(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         RunConfig().replace(overrides)
+
+
+def test_gradual_options_moved_into_their_section_keep_their_run_id():
+    """prune.gradual_* became prune.gradual.*; ids stay those hashed under the old names."""
+    gradual = {"prune.schedule": "gradual", "levels": 0}
+    old = RunConfig().replace(
+        {**gradual, "prune.gradual_end": "2ep", "prune.gradual_shape": "linear"}
+    )
+    new = RunConfig().replace(
+        {**gradual, "prune.gradual.end": "2ep", "prune.gradual.shape": "linear"}
+    )
+    assert old == new and new.prune.gradual == GradualConfig(end="2ep", shape="linear")
+    assert new.run_id() == "lenet300_100-mnist-magnitude-rewind-s0-0a28ab22a9"  # before sections
 
 
 def test_new_fields_keep_every_run_id():
@@ -209,10 +223,7 @@ def gradual_cfg(**changes) -> RunConfig:
         prune=PruneConfig(
             criterion="kernel",
             schedule="gradual",
-            gradual_start="2it",
-            gradual_end="14it",
-            gradual_every="4it",
-            gradual_target=0.3,
+            gradual=GradualConfig(start="2it", end="14it", every="4it", target=0.3),
         ),
         attack=AttackConfig(eps=(0.02, 0.05), subset=48, pgd_steps=3),
         levels=0,
@@ -274,7 +285,7 @@ def test_attack_accuracies_join_the_level_metrics(gradual_runs):
 
 def test_gradual_end_after_training_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="after the end of training"):
-        run(gradual_cfg(**{"prune.gradual_end": "30it"}), tmp_path, progress=False)
+        run(gradual_cfg(**{"prune.gradual.end": "30it"}), tmp_path, progress=False)
 
 
 def test_figures_of_gradual_runs_treat_level_0_as_pruned(gradual_runs, tmp_path):

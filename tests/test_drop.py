@@ -13,7 +13,14 @@ from maskstudy.analysis.stability import cross_level, stability_table
 from maskstudy.errors import ConfigError
 from maskstudy.pruning import back_for_target, drop_step, prune
 from maskstudy.pruning.drop import fixed_density
-from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from maskstudy.runs.config import (
+    DataConfig,
+    DropConfig,
+    ModelConfig,
+    PruneConfig,
+    RunConfig,
+    TrainConfig,
+)
 from maskstudy.runs.run import run
 
 
@@ -95,13 +102,13 @@ def test_seeded_steps_are_deterministic():
     assert torch.equal(a["w"], b["w"]) and not torch.equal(a["w"], c["w"])
 
 
-def test_exclude_and_layer_rates():
+def test_exclude_and_layer_amounts():
     w = {"a": torch.randn(500, generator=gen(14)), "b": torch.randn(500, generator=gen(15))}
     mask = {"a": alive_mask(500, 250), "b": alive_mask(500, 250, seed=2)}
     out = drop_step(w, mask, 0.5, away=1.0, back=1.0, exclude=["b"], generator=gen())
     assert torch.equal(out["b"], mask["b"])
     assert int(out["a"].sum()) == 500 - 125  # all 250 pruned revive, 125 candidates go
-    out = drop_step(w, mask, 0.5, away=1.0, back=0.0, layer_rates={"b": 0.2}, generator=gen())
+    out = drop_step(w, mask, 0.5, away=1.0, back=0.0, layer_amounts={"b": 0.2}, generator=gen())
     assert [int(m.sum()) for m in out.values()] == [125, 200]
 
 
@@ -116,17 +123,32 @@ def test_prune_hands_drop_to_drop_step_with_the_derived_back_probability():
 
 # --- configuration ----------------------------------------------------------------------------
 def test_drop_fields_are_validated_and_leave_other_run_ids_alone():
-    with pytest.raises(ConfigError, match="prune.drop_away = 0"):
-        PruneConfig(criterion="drop", drop_away=0)
-    with pytest.raises(ConfigError, match="prune.drop_target = 1.2 must be a density"):
-        PruneConfig(drop_target=1.2)
+    with pytest.raises(ConfigError, match="prune.drop.away = 0"):
+        PruneConfig(criterion="drop", drop=DropConfig(away=0))
+    with pytest.raises(ConfigError, match="prune.drop.target = 1.2 must be a density"):
+        DropConfig(target=1.2)
     with pytest.raises(ConfigError, match="out of reach: .* densest fixed point is 0.9091"):
-        PruneConfig(criterion="drop", amount=0.2, drop_away=0.5, drop_target=0.95)
-    with pytest.raises(ConfigError, match="prune.drop_revive = 'first' .* zero, last"):
-        PruneConfig(drop_revive="first")
+        PruneConfig(criterion="drop", amount=0.2, drop=DropConfig(away=0.5, target=0.95))
+    with pytest.raises(ConfigError, match="prune.drop.revive = 'first' .* zero, last"):
+        RunConfig().replace({"prune.drop.revive": "first"})
     with pytest.raises(ConfigError, match="regime = 'rewind' does not keep"):
-        RunConfig(prune=PruneConfig(drop_revive="last"))
+        RunConfig(prune=PruneConfig(drop=DropConfig(revive="last")))
     assert RunConfig().run_id() == "lenet300_100-mnist-magnitude-rewind-s0-44136fa355"  # as before
+
+
+def test_drop_options_moved_into_their_section_keep_names_and_run_ids():
+    """prune.drop_* became prune.drop.*: the old names still read, into the same run id (the
+    ids of stored runs were hashed under the old names, and stay so)."""
+    changes = {"prune.criterion": "drop", "prune.drop_away": 0.8, "prune.drop_target": 0.1}
+    old = RunConfig().replace(changes)
+    new = RunConfig().replace(
+        {"prune.criterion": "drop", "prune.drop.away": 0.8, "prune.drop.target": 0.1}
+    )
+    assert old == new and old.prune.drop == DropConfig(away=0.8, target=0.1)
+    assert new.run_id() == "lenet300_100-mnist-drop-rewind-s0-e0598bfabd"  # the id before sections
+    stored = {"prune": {"criterion": "drop", "drop_away": 0.8, "drop_target": 0.1}}
+    assert RunConfig.from_dict(stored) == new  # a config.json written before sections
+    assert new.to_dict()["prune"]["drop"] == {"away": 0.8, "target": 0.1, "revive": "zero"}
 
 
 # --- a stored run -----------------------------------------------------------------------------
@@ -137,7 +159,7 @@ def small(**changes) -> RunConfig:
         train=TrainConfig(
             optimizer="sgd", lr=0.05, batch_size=32, duration="8it", eval_every="8it"
         ),
-        prune=PruneConfig(criterion="drop", amount=0.5, drop_away=0.9, drop_target=0.3),
+        prune=PruneConfig(criterion="drop", amount=0.5, drop=DropConfig(away=0.9, target=0.3)),
         regime="finetune",
         levels=3,
     )
@@ -200,7 +222,7 @@ def test_stability_compares_only_weights_alive_at_both_levels(dropped):
 
 
 def test_revive_last_restarts_revived_weights_from_their_last_trained_value(tmp_path):
-    cfg = small(**{"prune.drop_revive": "last", "train.lr": 1e-12, "levels": 2})
+    cfg = small(**{"prune.drop.revive": "last", "train.lr": 1e-12, "levels": 2})
     r = run(cfg, tmp_path, progress=False)
     m0, m1, m2 = (r.mask(lv) for lv in (0, 1, 2))
     f0, start, final = r.weights(0), r.weights(2, which="start"), r.weights(2)

@@ -13,10 +13,11 @@ from maskstudy.models import build, count_flops, flops_table, layer_flops
 from maskstudy.runs.branch import branch_config
 from maskstudy.runs.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from maskstudy.runs.run import branch, run, run_group
-from maskstudy.runs.scratch import budget_ratio, scaled_train
+from maskstudy.runs.scratch import budget_ratio
 from maskstudy.runs.sweep import read_sweep
 from maskstudy.runs.verify import is_damaged, summary, verify
 from maskstudy.seeds import derive_seed
+from maskstudy.train import TrainPlan
 
 LENET_MACS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
 BASE = 16  # iterations per level
@@ -101,8 +102,10 @@ def test_a_mask_of_another_model_is_refused():
 # --- budgets ------------------------------------------------------------------------------------
 def test_scaled_schedule_and_ratio_cap():
     train = TrainConfig(duration="2ep", schedule="step", milestones=("1ep", "1.5ep"))
-    scaled = scaled_train(train, 10, Fraction(5, 2))  # 20 it × 2.5; milestones at 50 % / 75 %
-    assert scaled.duration == "50it" and scaled.milestones == ("25it", "37it")
+    plan = TrainPlan.of(train, 10)
+    assert (plan.total, plan.milestones) == (20, (10, 15))
+    scaled = plan.stretched(Fraction(5, 2))  # 20 it × 2.5; milestones at 50 % / 75 %
+    assert (scaled.total, scaled.milestones) == (50, (25, 37))
     assert budget_ratio(100, 10, 0.0, 1) == 10 and budget_ratio(100, 10, 2.0, 1) == 2
     assert budget_ratio(100, 0, 2.0, 1) == 2
     with pytest.raises(ConfigError, match="scratch_cap"):

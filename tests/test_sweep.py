@@ -212,6 +212,17 @@ def test_a_different_sweep_file_is_refused_and_extend_keeps_the_old_one(done_swe
     assert len(open_sweep(copy).runs) == 6
 
 
+def test_a_file_with_the_same_runs_reruns_the_sweep_and_the_stored_file_is_kept(done_sweep):
+    """Comments, layout and old field names do not make another sweep: no --extend needed."""
+    root, path, _ = done_sweep
+    stored = (root / "out" / "sweep.toml").read_text()
+    text = "# the same runs, commented\n" + path.read_text().replace("\n", "\n\n")
+    edited = write(root, text, name="edited.toml")
+    assert run_sweep(edited, root / "out", progress=False) == {"done": 4}
+    assert (root / "out" / "sweep.toml").read_text() == stored
+    assert not list((root / "out").glob("sweep.*.toml"))
+
+
 def test_a_failure_that_cannot_be_recorded_still_fails_the_sweep(tmp_path, monkeypatch, capsys):
     def full_disk(path, data):
         raise StoreError(f"could not write {path}: No space left on device")

@@ -17,6 +17,7 @@ from maskstudy.runs.config import TrainConfig
 from maskstudy.seeds import generator
 from maskstudy.train import (
     Diverged,
+    TrainPlan,
     build_optimizer,
     evaluate,
     iterations_per_epoch,
@@ -258,24 +259,26 @@ def test_snapshot_at_start_is_the_masked_start_and_at_the_end_the_final_weights(
 
 def test_step_schedule_with_warmup_by_hand():
     c = cfg(schedule="step", milestones=("2ep", "25it"), gamma=0.1, warmup="4it")
-    f = lr_factor(c, iterations_per_epoch=10)
+    f = lr_factor(c, TrainPlan.of(c, iterations_per_epoch=10))
     got = [f(s) for s in (0, 1, 3, 19, 20, 24, 25, 29)]
     assert got == pytest.approx([0.25, 0.5, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_cosine_schedule_endpoints_and_midpoints():
-    f = lr_factor(cfg(schedule="cosine", duration="100it"), iterations_per_epoch=10)
+    c = cfg(schedule="cosine", duration="100it")
+    f = lr_factor(c, TrainPlan.of(c, iterations_per_epoch=10))
     assert f(0) == 1.0
     assert f(50) == pytest.approx(0.5)
     assert f(25) == pytest.approx((1 + math.sqrt(0.5)) / 2)
     assert f(100) == pytest.approx(0.0, abs=1e-12)
     assert f(99) == pytest.approx((1 + math.cos(math.pi * 0.99)) / 2)
-    warm = lr_factor(cfg(schedule="cosine", duration="100it", warmup="1ep"), 10)
+    c = cfg(schedule="cosine", duration="100it", warmup="1ep")
+    warm = lr_factor(c, TrainPlan.of(c, 10))
     assert warm(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.04)) / 2)
 
 
 def test_constant_schedule_is_one():
-    f = lr_factor(cfg(), iterations_per_epoch=7)
+    f = lr_factor(cfg(), TrainPlan.of(cfg(), iterations_per_epoch=7))
     assert {f(s) for s in range(30)} == {1.0}
 
 

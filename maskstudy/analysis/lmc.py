@@ -35,6 +35,7 @@ from maskstudy.train import (
     train,
     train_replicas,
 )
+from maskstudy.train.plan import TrainPlan
 
 __all__ = [
     "LMCResult",
@@ -279,10 +280,13 @@ def lmc_probe(
         start, start_step = _level_start(run, level, data, rewind_to)
         template = build_model(cfg, data, seed=cfg.seed).to(device)
         net = replica_net(template, [start, start])
+        base = TrainPlan.of(cfg.train, iterations_per_epoch(len(data.train), cfg.train.batch_size))
+        budget = level_budget(cfg, base, template, data, level, mask)  # finetune: final LR
         train_replicas(
             net,
             data,
-            level_budget(cfg, template, data, level, mask).train,  # finetune: final LR; scratch_b
+            budget.train,
+            plan=budget.plan,  # scratch_b: stretched
             masks=[mask, mask],
             seeds=list(seed_pair),
             start_step=start_step,

@@ -103,7 +103,7 @@ def metric_key(attack: str, eps: float) -> str:
 
 
 def attack_metrics(
-    net: Replicas, data: Data, cfg: Any, seeds: Sequence[int]
+    net: Replicas, data: Data, cfg: AttackConfig, seeds: Sequence[int]
 ) -> list[dict[str, Any]]:
     """Per replica: clean and attacked accuracies on the (first ``cfg.subset``) test examples."""
     if not cfg.eps:

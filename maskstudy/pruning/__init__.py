@@ -1,4 +1,11 @@
-"""Pruning: masks as plain dicts, the criteria registry, one-level ``prune``, torch interop."""
+"""Pruning: masks as plain dicts, the criteria registry, one-level ``prune``, torch interop.
+
+Every module of this package is imported here, before anything reads the registry, so that each
+criterion registers itself: a new criterion is one file in ``maskstudy/pruning/``.
+"""
+
+import importlib
+import pkgutil
 
 from maskstudy.masks import (
     Mask,
@@ -18,11 +25,10 @@ from maskstudy.pruning.interop import (
     to_torch_prune,
 )
 from maskstudy.pruning.pca import pca_prune
-from maskstudy.pruning.saliency import SALIENCY, saliency_prune
+from maskstudy.pruning.saliency import saliency_prune
 
 __all__ = [
     "CRITERIA",
-    "SALIENCY",
     "Criterion",
     "Mask",
     "apply_mask_",
@@ -45,3 +51,7 @@ __all__ = [
     "to_torch_prune",
     "window_select",
 ]
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "config":  # config builds PruneConfig from the complete registry
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,48 +1,33 @@
-"""The ``prune`` section of a run's config: criterion, amount, scope and each criterion's options."""
+"""The ``prune`` section of a run's config: criterion, amount, scope, and one section per option set.
+
+Criteria own their options: each registers a frozen dataclass as ``Criterion.options`` under a
+section name (``drop`` → ``prune.drop.*``; snip, grasp, synflow and pca share ``saliency``), and
+``PruneConfig`` is the shared fields plus one field per registered section. The package imports
+all its modules first (``maskstudy/pruning/__init__.py``), so a new criterion is one file here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 from maskstudy.errors import ConfigError
-from maskstudy.fields import choice, fraction, positive, registered
+from maskstudy.fields import choice, fraction, registered
 from maskstudy.pruning.criteria import CRITERIA
-from maskstudy.pruning.drop import check_config as check_drop
-from maskstudy.pruning.saliency import check_config as check_saliency
-from maskstudy.pruning.schedules import check_schedule_fields
+from maskstudy.pruning.schedules import GradualConfig
 
 SCOPES = ("layer", "global")
 ROUNDINGS = ("round", "ceil", "floor")
+SCORE_WEIGHTS = ("auto", "trained", "init")
 
 
 @dataclass(frozen=True)
-class SaliencyConfig:
-    """Options of the model-based criteria snip, grasp, synflow and pca (pruning/saliency.py)."""
+class PruneFields:
+    """What every criterion reads; ``PruneConfig`` adds the criteria's option sections."""
 
-    samples: int = 1024  # training examples scored: SNIP/GraSP loss batch, PCA activation sample
-    rounds: int = 0  # sub-rounds per level, exponential schedule; 0 = default (synflow 100, else 1)
-    variance: float = 0.99  # pca: explained-variance fraction that fixes each layer's width
-    temperature: float = (
-        200.0  # grasp: softmax temperature T of the scored loss (GraSP's code: 200)
-    )
-
-    def __post_init__(self) -> None:
-        for name, low, note in (("samples", 1, ""), ("rounds", 0, " (0 = criterion default)")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(
-                    f"prune.saliency.{name} = {value!r} must be an integer >= {low}{note}"
-                )
-        positive(self.temperature, "prune.saliency.temperature")
-        ok = isinstance(self.variance, (int, float)) and not isinstance(self.variance, bool)
-        if not ok or not 0 < self.variance <= 1:
-            raise ConfigError(
-                f"prune.saliency.variance = {self.variance!r} must be a fraction in (0, 1], e.g. 0.99"
-            )
-
-
-@dataclass(frozen=True)
-class PruneConfig:
     criterion: str = "magnitude"
     amount: float = 0.2  # fraction of the still-unpruned weights removed per level
     scope: str = "layer"  # layer | global
@@ -51,37 +36,97 @@ class PruneConfig:
     rounding: str = "round"  # how amount × alive becomes a count (torch.nn.utils.prune: round)
     n: int = 1  # norm order for ln_structured
     dim: int = 0  # ln/random_structured: 0 = filters (outputs), 1 = input channels
-    # criterion = "drop" (Drop Pruning, pruning/drop.py): the candidates are the lowest-|w|
-    # `amount` of the alive weights; each goes with probability drop_away, and each pruned
-    # weight comes back with the probability that makes the density flow to drop_target
-    drop_away: float = 0.5
-    drop_target: float = 0.07  # 0 = no drop-back (nested masks); 0.07 = LeNet-5 (docs/methods.md)
-    drop_revive: str = "zero"  # finetune: a revived weight restarts at 0 or "last" alive value
     # which weights level L scores: "trained" (level L-1's), "init" (θ0: pruning at init) or
     # "auto" = init for the at-init criteria snip/grasp/synflow, trained for all others
     score_weights: str = "auto"
-    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
-    # schedule = "gradual" (Campfire, pruning/gradual.py): one training run whose mask is
-    # recomputed every gradual_every iterations from gradual_start to gradual_end on the AGP
-    # ramp (cubic or linear) from density 1 to gradual_target, then frozen; needs levels = 0
-    schedule: str = "iterative"  # iterative | gradual
-    gradual_start: str = "0it"
-    gradual_end: str = "1ep"  # the freeze step
-    gradual_every: str = "100it"
-    gradual_target: float = 0.3  # final density (0.3 = 70 % sparsity)
-    gradual_shape: str = "cubic"  # cubic (Zhu & Gupta) | linear
+    schedule: str = "iterative"  # iterative | gradual (one run on a density ramp: prune.gradual)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
 
     def __post_init__(self) -> None:
         registered(CRITERIA, self.criterion, "prune.criterion")
         fraction(self.amount, "prune.amount")
         choice(self.scope, SCOPES, "prune.scope")
         choice(self.rounding, ROUNDINGS, "prune.rounding")
+        choice(self.score_weights, SCORE_WEIGHTS, "prune.score_weights")
         for name, amount in self.layer_amounts.items():
             fraction(amount, f"prune.layer_amounts[{name!r}]")
         if self.dim not in (0, 1):
             raise ConfigError(f"prune.dim = {self.dim!r} must be 0 (filters) or 1 (channels)")
         if self.n not in (1, 2):
             raise ConfigError(f"prune.n = {self.n!r} must be 1 or 2")
-        check_drop(self)
-        check_saliency(self)
-        check_schedule_fields(self)
+        for name in sections(type(self)):
+            section = getattr(self, name)
+            if hasattr(section, "check"):
+                section.check(self)
+
+    def criterion_options(self) -> dict[str, Any]:
+        """The keyword options ``prune``/``saliency_prune`` pass to this criterion: its section's
+        fields, and ``n``, ``dim`` for a structured criterion."""
+        crit = CRITERIA.get(self.criterion)
+        options = {"n": self.n, "dim": self.dim} if crit.structured else {}
+        if crit.section:
+            options.update(dataclasses.asdict(getattr(self, crit.section)))
+        return options
+
+    @property
+    def scores_init(self) -> bool:
+        """Whether a level scores θ0 (pruning at initialization) rather than trained weights."""
+        if self.score_weights == "auto":
+            return CRITERIA.get(self.criterion).at_init
+        return self.score_weights == "init"
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """``d`` with fields written before they had a section (``drop_away``) moved into it
+        (``drop: {away}``): stored configs, sweep files and ``--set`` keep working."""
+        out = dict(d)
+        for old, (section, name) in moved_fields(cls).items():
+            if old in out and isinstance(out.get(section, {}), dict):
+                out[section] = {**out.get(section, {}), name: out.pop(old)}
+        return out
+
+
+@functools.cache
+def sections(cls: type) -> dict[str, type]:
+    """Section name → options class of a prune config class: ``gradual`` and the criteria's."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def moved_fields(cls: type) -> dict[str, tuple[str, str]]:
+    """``{"drop_away": ("drop", "away"), ...}`` for every section with an ``ID_PREFIX``."""
+    out = {}
+    for name, options in sections(cls).items():
+        prefix = getattr(options, "ID_PREFIX", "")
+        for f in dataclasses.fields(options):
+            if prefix:
+                out[f"{prefix}{f.name}"] = (name, f.name)
+    return out
+
+
+def _option_sections() -> dict[str, type]:
+    """Section name → options class of every registered criterion (shared sections once)."""
+    sections: dict[str, type] = {}
+    for name in CRITERIA.names():
+        crit = CRITERIA.get(name)
+        if crit.options is None:
+            continue
+        if sections.setdefault(crit.section, crit.options) is not crit.options:
+            raise ValueError(f"criterion {name!r}: section {crit.section!r} has two option classes")
+    return sections
+
+
+PruneConfig = dataclasses.make_dataclass(
+    "PruneConfig",
+    [(name, cls, field(default_factory=cls)) for name, cls in _option_sections().items()],
+    bases=(PruneFields,),
+    frozen=True,
+    namespace={
+        "__module__": __name__,  # pickled by name, as any class of this module
+        "__doc__": "The prune section: the shared fields plus each criterion's option section.",
+    },
+)

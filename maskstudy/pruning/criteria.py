@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,16 +34,37 @@ class Criterion:
 
     ``structured`` criteria score slices along ``dim`` and prune whole slices; the others
     score every weight. ``select(w, mask, amount, rounding, **options)``, when given, returns a
-    tensor's new mask itself (granularity.py: kernels, windows inside kernels).
-    ``needs_model`` criteria (saliency.py: snip, grasp, synflow, pca) rank scores computed from
-    the model and data, passed as ``scores=``; ``at_init`` ones score θ0 by default.
+    tensor's new mask itself (granularity.py: kernels, windows inside kernels); ``step(weights,
+    mask, amount, **how)`` replaces ranking altogether (drop.py: removes some candidates, revives
+    pruned weights). ``model_score(model, x, y, mask, **options)`` criteria (saliency.py: snip,
+    grasp, synflow, pca) score the model on data and ``prune`` ranks those scores, passed as
+    ``scores=``; ``at_init`` ones score θ0 by default, ``rounds`` is their default number of
+    sub-rounds per level, ``one_shot`` ones cannot run in sub-rounds. ``needs_init`` criteria
+    (movement.py) also rank by θ0: ``prune`` takes it as ``init=`` and hands ``score`` each
+    tensor's own.
+
+    ``options`` is the criterion's own config section, a frozen dataclass read as
+    ``prune.<section>.*`` (criteria may share one: snip, grasp, synflow and pca read
+    ``prune.saliency``). Its fields reach ``score``/``select``/``step``/``model_score`` as
+    keyword options; its ``check(prune)`` method, when defined, validates it against the rest of
+    the prune section.
     """
 
     score: Scorer
     structured: bool = False
     select: Callable[..., Tensor] | None = None
-    needs_model: bool = False
+    step: Callable[..., Mask] | None = None
+    model_score: Callable[..., Any] | None = None
+    needs_init: bool = False
     at_init: bool = False
+    rounds: int = 1
+    one_shot: bool = False
+    options: type | None = None
+    section: str = ""
+
+    @property
+    def needs_model(self) -> bool:
+        return self.model_score is not None
 
 
 CRITERIA: Registry[Criterion] = Registry("criterion")
@@ -186,10 +208,7 @@ def prune(
     rounding: str = "round",
     generator: torch.Generator | None = None,
     scores: Mapping[str, Tensor] | None = None,
-    n: int = 1,
-    dim: int = 0,
-    away: float = 0.5,
-    target: float = 0.07,
+    **options: Any,
 ) -> Mask:
     """One pruning level: remove ``amount`` of the alive weights of every masked tensor.
 
@@ -198,8 +217,9 @@ def prune(
     except tensors given their own rate in ``layer_amounts`` (pruned layer by layer at
     that rate). Tensors in ``exclude`` pass through unchanged. ``scores`` replaces the
     weights as the ranked quantity (torch.nn.utils.prune's ``importance_scores``).
-    ``criterion="drop"`` is Drop Pruning (pruning/drop.py): ``amount`` is then the candidate
-    fraction, ``away`` the drop-away probability and ``target`` the density it flows to.
+    ``options`` go to the criterion: ``n`` and ``dim`` (structured), the fields of its config
+    section (``PruneConfig.criterion_options()``), e.g. ``away`` and ``target`` for ``drop``,
+    and ``init`` (θ0 by name) for the criteria that rank how weights moved from it.
     """
     crit = CRITERIA.get(criterion)
     if crit.needs_model and scores is None:
@@ -207,23 +227,16 @@ def prune(
             f"criterion {criterion!r} scores the model on data: call "
             "maskstudy.pruning.saliency.saliency_prune, or pass its scores as scores="
         )
-    if criterion == "drop":  # not a ranking: removes some candidates, revives pruned weights
-        from maskstudy.pruning.drop import back_for_target, drop_step  # drop.py imports us
-
-        ranked = scores if scores is not None else weights
-        back = back_for_target(target, amount, away)
-        return drop_step(
-            ranked,
-            mask,
-            amount,
-            away=away,
-            back=back,
-            scope=scope,
-            layer_rates=layer_amounts,
-            exclude=exclude,
-            rounding=rounding,
-            generator=generator,
+    init = options.pop("init", None)
+    if crit.needs_init and (init is None or set(mask or weights) - set(init)):
+        raise ConfigError(
+            f"criterion {criterion!r} ranks how each weight moved from θ0: pass init=, θ0 of "
+            "every masked tensor by name (a run passes its init.safetensors)"
         )
+    if crit.step is not None:
+        how = dict(scope=scope, layer_amounts=layer_amounts, exclude=exclude, rounding=rounding)
+        ranked = scores if scores is not None else weights
+        return crit.step(ranked, mask, amount, generator=generator, **how, **options)
     if scope not in ("layer", "global"):
         raise ConfigError(f"scope = {scope!r} is not allowed; choose 'layer' or 'global'")
     if crit.structured and scope == "global":
@@ -247,7 +260,14 @@ def prune(
     ranked = {
         name: (scores[name] if scores is not None else weights[name]).detach() for name in current
     }
-    options = {"generator": generator, "n": n, "dim": dim}
+    options = {"generator": generator, "n": 1, "dim": 0, **options}
+    dim = options["dim"]
+
+    def of(
+        name: str,
+    ) -> dict[str, Any]:  # the options of one tensor: its θ0 if the criterion wants it
+        return {**options, "init": init[name]} if crit.needs_init else options
+
     out = {name: current[name].clone() for name in excluded}
     pooled = [
         name
@@ -255,17 +275,17 @@ def prune(
         if name not in excluded and name not in layer_amounts and scope == "global"
     ]
     if pooled:
-        pooled_scores = {name: crit.score(ranked[name], **options) for name in pooled}
+        pooled_scores = {name: crit.score(ranked[name], **of(name)) for name in pooled}
         out.update(_global(pooled, pooled_scores, current, amount, rounding))
     for name, m in current.items():
         if name in out:
             continue
         rate = layer_amounts.get(name, amount)
         if crit.select is not None:
-            out[name] = crit.select(ranked[name], m, rate, rounding, **options)
+            out[name] = crit.select(ranked[name], m, rate, rounding, **of(name))
         elif crit.structured:
-            out[name] = _structured(name, ranked[name], m, crit, rate, dim, rounding, options)
+            out[name] = _structured(name, ranked[name], m, crit, rate, dim, rounding, of(name))
         else:
-            score = crit.score(ranked[name], **options)
+            score = crit.score(ranked[name], **of(name))
             out[name] = _unstructured(score, m, rate, rounding)
     return {name: out[name] for name in current}

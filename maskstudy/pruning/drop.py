@@ -9,10 +9,10 @@ n*/N = p_back / (p_away·r + p_back) from any start. ``back_for_target`` picks p
 target density. With p_back = 0 the masks are nested; with p_back > 0 they are not.
 
 In a run (``prune.criterion = "drop"``), r is ``prune.amount`` (``prune.layer_amounts``
-overrides r per tensor), p_away is ``prune.drop_away`` and p_back is set from
-``prune.drop_target`` and the run-wide r. A tensor given a smaller r than the rest therefore
+overrides r per tensor), p_away is ``prune.drop.away`` and p_back is set from
+``prune.drop.target`` and the run-wide r. A tensor given a smaller r than the rest therefore
 settles at a higher density, p_back/(p_away·r_layer + p_back), as IMP's "output layer at half
-rate" does. ``prune.drop_revive`` says what a revived weight restarts from when the regime
+rate" does. ``prune.drop.revive`` says what a revived weight restarts from when the regime
 keeps trained values (finetune, lr_rewind): 0, or its value the last time it was alive.
 """
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
 
 DROP = "drop"
 REVIVES = ("zero", "last")
-
-# The registry entry ranks the candidates (|w|); prune() hands criterion "drop" to drop_step.
-CRITERIA.register(DROP)(Criterion(magnitude_scores))
 
 
 def _probability(value: object, name: str, *, zero_ok: bool = True) -> float:
@@ -50,7 +48,7 @@ def _check_target(target: object) -> None:
     ok = isinstance(target, (int, float)) and not isinstance(target, bool)
     if not ok or not 0 <= target < 1:
         raise ConfigError(
-            f"prune.drop_target = {target!r} must be a density in [0, 1) "
+            f"prune.drop.target = {target!r} must be a density in [0, 1) "
             "(0 = no drop-back: nested masks flowing to 0)"
         )
 
@@ -59,14 +57,14 @@ def back_for_target(target: float, rate: float, away: float) -> float:
     """The drop-back probability whose fixed point p_back/(p_away·r + p_back) equals ``target``."""
     _check_target(target)
     _probability(rate, "prune.amount")
-    _probability(away, "prune.drop_away", zero_ok=False)
+    _probability(away, "prune.drop.away", zero_ok=False)
     back = target * away * rate / (1 - target)
     if back > 1:
         reach = 1 / (1 + away * rate)
         raise ConfigError(
-            f"prune.drop_target = {target!r} is out of reach: with drop_away × amount = "
+            f"prune.drop.target = {target!r} is out of reach: with drop.away × amount = "
             f"{away * rate:g} the densest fixed point is {reach:.4g} (drop-back probability 1); "
-            "lower drop_target or raise prune.drop_away or prune.amount"
+            "lower prune.drop.target or raise prune.drop.away or prune.amount"
         )
     return back
 
@@ -77,17 +75,29 @@ def fixed_density(rate: float, away: float, back: float) -> float:
     return back / flow if flow > 0 else float("nan")
 
 
-def check_config(p: PruneConfig) -> None:
-    """Validate the drop fields of a prune config (the target only matters for criterion drop)."""
-    _probability(p.drop_away, "prune.drop_away", zero_ok=False)
-    if p.drop_revive not in REVIVES:
-        raise ConfigError(
-            f"prune.drop_revive = {p.drop_revive!r} is not allowed; choose one of: "
-            f"{', '.join(REVIVES)}"
-        )
-    _check_target(p.drop_target)
-    if p.criterion == DROP:
-        back_for_target(p.drop_target, p.amount, p.drop_away)
+@dataclass(frozen=True)
+class DropConfig:
+    """``prune.drop``: Drop Pruning's probabilities (read with ``prune.criterion = "drop"``)."""
+
+    ID_PREFIX: ClassVar[str] = "drop_"  # hashed as prune.drop_<field>, its name before sections
+
+    away: float = 0.5  # p_away: each candidate (lowest-|w| ``amount`` of the alive) goes with it
+    target: float = 0.07  # density the steps flow to; 0 = no drop-back (nested masks)
+    revive: str = "zero"  # finetune: a revived weight restarts at 0 or its "last" alive value
+
+    def __post_init__(self) -> None:
+        _probability(self.away, "prune.drop.away", zero_ok=False)
+        if self.revive not in REVIVES:
+            raise ConfigError(
+                f"prune.drop.revive = {self.revive!r} is not allowed; choose one of: "
+                f"{', '.join(REVIVES)}"
+            )
+        _check_target(self.target)
+
+    def check(self, p: PruneConfig) -> None:
+        """The target must be reachable at the run's ``prune.amount`` (only for criterion drop)."""
+        if p.criterion == DROP:
+            back_for_target(self.target, p.amount, self.away)
 
 
 def drop_step(
@@ -98,7 +108,7 @@ def drop_step(
     away: float,
     back: float,
     scope: str = "layer",
-    layer_rates: Mapping[str, float] | None = None,
+    layer_amounts: Mapping[str, float] | None = None,
     exclude: Iterable[str] = (),
     rounding: str = "round",
     generator: torch.Generator | None = None,
@@ -106,7 +116,7 @@ def drop_step(
     """One Drop Pruning step: each of the lowest-|w| ``rate`` of the alive weights goes with
     probability ``away``; each pruned weight comes back with probability ``back``.
 
-    ``rate``, ``scope``, ``layer_rates``, ``exclude`` and ``rounding`` select the candidates
+    ``rate``, ``scope``, ``layer_amounts``, ``exclude`` and ``rounding`` select the candidates
     exactly as ``prune(..., "magnitude", rate, ...)`` would remove them; tensors in
     ``exclude`` pass through unchanged. Draws come from ``generator`` (CPU), tensor by tensor
     in mask order, so a seeded generator gives the same mask on every device.
@@ -120,7 +130,7 @@ def drop_step(
         "magnitude",
         rate,
         scope,
-        layer_amounts=layer_rates,
+        layer_amounts=layer_amounts,
         exclude=excluded,
         rounding=rounding,
     )
@@ -138,13 +148,35 @@ def drop_step(
     return out
 
 
+def drop_level(
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor] | None,
+    amount: float,
+    *,
+    away: float = 0.5,
+    target: float = 0.07,
+    revive: str = "zero",  # what a revived weight restarts from: the store's (revived_start)
+    **how: Any,
+) -> Mask:
+    """``prune(..., "drop", amount, away=, target=)``: a drop step whose drop-back probability
+    makes the density flow to ``target`` at the run-wide rate ``amount``."""
+    back = back_for_target(target, amount, away)
+    return drop_step(weights, mask, amount, away=away, back=back, **how)
+
+
+# Candidates are ranked by |w| (the registry's score); the step then drops and revives them.
+CRITERIA.register(DROP)(
+    Criterion(magnitude_scores, step=drop_level, options=DropConfig, section="drop")
+)
+
+
 def revived_start(
     final: Callable[[int], Mapping[str, torch.Tensor]],
     mask_at: Callable[[int], Mapping[str, torch.Tensor]],
     level: int,
     mask: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """Finetune start of ``level`` with ``drop_revive = "last"``: level−1's trained weights,
+    """Finetune start of ``level`` with ``prune.drop.revive = "last"``: level−1's trained weights,
     each revived weight set to its trained value at the last level it was alive.
 
     ``final(j)`` / ``mask_at(j)`` read level j's trained weights and mask (``Run.weights``,

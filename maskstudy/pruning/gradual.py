@@ -11,6 +11,7 @@ every replica's current weights and records the masks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -39,10 +40,10 @@ def gradual_mask(
     scope: str = "layer",
     *,
     generator: torch.Generator | None = None,
-    n: int = 1,
-    dim: int = 0,
+    **options: Any,
 ) -> Mask:
-    """``mask`` pruned on ``weights`` down to ``density`` (of each tensor, or of all for 'global')."""
+    """``mask`` pruned on ``weights`` down to ``density`` (of each tensor, or of all for 'global');
+    ``options`` go to the criterion (``n``, ``dim``: ``PruneConfig.criterion_options()``)."""
     if scope == "global":
         amount, rates = _amount(mask, density), None
     else:
@@ -56,8 +57,7 @@ def gradual_mask(
         layer_amounts=rates,
         rounding="floor",
         generator=generator,
-        n=n,
-        dim=dim,
+        **options,
     )
 
 
@@ -75,12 +75,10 @@ class GradualPruner:
         seeds: Sequence[int],
         criterion: str,
         scope: str = "layer",
-        *,
-        n: int = 1,
-        dim: int = 0,
+        **options: Any,
     ) -> None:
         self.schedule, self.criterion, self.scope = schedule, criterion, scope
-        self.seeds, self.n, self.dim = list(seeds), n, dim
+        self.seeds, self.options = list(seeds), options
         self.masks = [dict(m) for m in masks]
         self.steps = set(schedule.update_steps())
         self.updates: list[list[tuple[int, Mask]]] = [[] for _ in masks]
@@ -99,8 +97,7 @@ class GradualPruner:
                 self.criterion,
                 self.scope,
                 generator=generator(seed, "gradual", step),
-                n=self.n,
-                dim=self.dim,
+                **self.options,
             )
             for w, m, seed in zip(weights, self.masks, self.seeds, strict=True)
         ]

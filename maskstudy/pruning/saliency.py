@@ -1,7 +1,8 @@
 """Model- and data-dependent pruning scores: SNIP, GraSP, SynFlow and PCA (docs/methods.md).
 
-``SALIENCY`` maps a criterion name to ``fn(model, x, y, mask, **options) -> Scored``: per-weight
-scores where, as for every criterion, the lowest are pruned first. ``saliency_prune`` runs one
+Each registers a ``Criterion`` whose ``model_score(model, x, y, mask, **options) -> Scored`` gives
+per-weight scores where, as for every criterion, the lowest are pruned first; all four read the
+``prune.saliency`` section (``SaliencyConfig``). ``saliency_prune`` runs one
 pruning level with them: it scores the model with ``mask`` applied (on a copy: the model's weights,
 signs and BatchNorm statistics are never touched) and hands the scores to ``prune()``.
 
@@ -28,17 +29,17 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from maskstudy.errors import ConfigError
+from maskstudy.fields import positive
 from maskstudy.masks import Mask, apply_mask_
 from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
 from maskstudy.pruning.pca import even_chunks, pca_scores
-from maskstudy.registry import Registry
 
 if TYPE_CHECKING:
     from maskstudy.pruning.config import PruneConfig
@@ -60,15 +61,44 @@ ScoreFn = Callable[..., Scored]
 
 
 @dataclass(frozen=True)
-class Saliency:
-    """A registered model-based score and its default number of sub-rounds per level."""
+class SaliencyConfig:
+    """``prune.saliency``: options of the model-based criteria snip, grasp, synflow and pca."""
 
-    fn: ScoreFn
-    rounds: int = 1
-    one_shot: bool = False  # scores that change the start mask (pca) cannot run in sub-rounds
+    samples: int = 1024  # training examples scored: SNIP/GraSP loss batch, PCA activation sample
+    rounds: int = 0  # sub-rounds per level, exponential schedule; 0 = default (synflow 100, else 1)
+    variance: float = 0.99  # pca: explained-variance fraction that fixes each layer's width
+    temperature: float = GRASP_TEMPERATURE  # grasp: softmax temperature T of the scored loss
 
+    def __post_init__(self) -> None:
+        for name, low, note in (("samples", 1, ""), ("rounds", 0, " (0 = criterion default)")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"prune.saliency.{name} = {value!r} must be an integer >= {low}{note}"
+                )
+        positive(self.temperature, "prune.saliency.temperature")
+        ok = isinstance(self.variance, (int, float)) and not isinstance(self.variance, bool)
+        if not ok or not 0 < self.variance <= 1:
+            raise ConfigError(
+                f"prune.saliency.variance = {self.variance!r} must be a fraction in (0, 1], e.g. 0.99"
+            )
 
-SALIENCY: Registry[Saliency] = Registry("model-based criterion")
+    def check(self, p: PruneConfig) -> None:
+        """Sub-rounds only for a model-based criterion that can run them."""
+        if self.rounds <= 1:
+            return
+        crit = CRITERIA.get(p.criterion)
+        if not crit.needs_model:
+            model_based = [n for n in CRITERIA.names() if CRITERIA.get(n).needs_model]
+            raise ConfigError(
+                f"prune.saliency.rounds applies to {', '.join(model_based)}, not "
+                f"prune.criterion = {p.criterion!r}; leave it at 0"
+            )
+        if crit.one_shot:
+            raise ConfigError(
+                f"prune.criterion = {p.criterion!r} prunes in one shot: set prune.saliency.rounds "
+                "to 0 or 1"
+            )
 
 
 def _ranked_as_given(scores: Tensor, **_: object) -> Tensor:
@@ -80,8 +110,16 @@ def _register(
     name: str, *, at_init: bool, rounds: int = 1, one_shot: bool = False
 ) -> Callable[[ScoreFn], ScoreFn]:
     def add(fn: ScoreFn) -> ScoreFn:
-        SALIENCY.register(name)(Saliency(fn, rounds, one_shot))
-        CRITERIA.register(name)(Criterion(_ranked_as_given, needs_model=True, at_init=at_init))
+        entry = Criterion(
+            _ranked_as_given,
+            model_score=fn,
+            at_init=at_init,
+            rounds=rounds,
+            one_shot=one_shot,
+            options=SaliencyConfig,
+            section="saliency",
+        )
+        CRITERIA.register(name)(entry)
         return fn
 
     return add
@@ -230,7 +268,7 @@ def saliency_prune(
     layer_amounts: Mapping[str, float] | None = None,
     rounding: str = "round",
     rounds: int = 0,
-    **options: object,
+    **options: Any,
 ) -> tuple[Mask, dict]:
     """One level of a model-based criterion: (new mask, level metrics).
 
@@ -240,7 +278,11 @@ def saliency_prune(
     keeps along the exponential schedule round(n0·(K/n0)^(r/rounds)): it ends exactly at K.
     ``options`` go to the score function: ``temperature`` (grasp), ``variance`` (pca).
     """
-    entry = SALIENCY.get(criterion)
+    entry = CRITERIA.get(criterion)
+    if entry.model_score is None:
+        raise ConfigError(
+            f"criterion {criterion!r} ranks the weights alone: call maskstudy.pruning.prune"
+        )
     rounds = rounds or entry.rounds
     if rounds > 1 and entry.one_shot:
         raise ConfigError(f"{criterion} prunes in one shot: set prune.saliency.rounds to 0 or 1")
@@ -252,7 +294,7 @@ def saliency_prune(
     amounts = dict(layer_amounts or {})
     groups = _groups(current, scope, amount, amounts, rounding)
     for r in range(1, rounds + 1):
-        scored = entry.fn(model, x, y, current, **options)
+        scored = entry.model_score(model, x, y, current, **options)
         start = scored.start if scored.start is not None else current
         if rounds > 1:
             amount, amounts = _round_rates(groups, current, r, rounds)
@@ -267,33 +309,3 @@ def saliency_prune(
             scores={n: s.to(device) for n, s in scored.scores.items()},
         )
     return {n: m.to(home[n]) for n, m in current.items()}, scored.metrics
-
-
-SCORE_WEIGHTS = ("auto", "trained", "init")
-
-
-def check_config(p: PruneConfig) -> None:
-    """ConfigError unless ``prune.score_weights`` and ``prune.saliency`` fit ``prune.criterion``."""
-    if p.score_weights not in SCORE_WEIGHTS:
-        raise ConfigError(
-            f"prune.score_weights = {p.score_weights!r} is not allowed; choose one of: "
-            f"{', '.join(SCORE_WEIGHTS)}"
-        )
-    if p.saliency.rounds > 1:
-        if p.criterion not in SALIENCY:
-            raise ConfigError(
-                f"prune.saliency.rounds applies to {', '.join(SALIENCY.names())}, not "
-                f"prune.criterion = {p.criterion!r}; leave it at 0"
-            )
-        if SALIENCY.get(p.criterion).one_shot:
-            raise ConfigError(
-                f"prune.criterion = {p.criterion!r} prunes in one shot: set prune.saliency.rounds "
-                "to 0 or 1"
-            )
-
-
-def scores_init(criterion: str, score_weights: str) -> bool:
-    """Whether a level scores θ0 (pruning at initialization) rather than the trained weights."""
-    if score_weights == "auto":
-        return CRITERIA.get(criterion).at_init
-    return score_weights == "init"

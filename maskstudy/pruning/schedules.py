@@ -10,11 +10,12 @@ is (t − t₀)/(end − t₀), which is the paper's (t − t₀)/(nΔt) wheneve
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, ClassVar
 
 from maskstudy.errors import ConfigError
-from maskstudy.steps import check_steps
+from maskstudy.pruning.criteria import CRITERIA
+from maskstudy.steps import Steps
 
 if TYPE_CHECKING:
     from maskstudy.pruning.config import PruneConfig
@@ -69,7 +70,7 @@ class GradualSchedule:
         if self.end <= self.start:
             raise ConfigError(
                 f"gradual end ({self.end} iterations) must come after start ({self.start}); "
-                "prune.gradual_end must be later than prune.gradual_start"
+                "prune.gradual.end must be later than prune.gradual.start"
             )
         if not 0 < self.target <= self.initial <= 1:
             raise ConfigError(
@@ -93,55 +94,85 @@ class GradualSchedule:
         return self.density_at_update(done[-1]) if done else self.initial
 
 
-def check_schedule_fields(prune: PruneConfig) -> None:
-    """Validate ``PruneConfig.schedule`` and its gradual_* fields (refused unless gradual)."""
-    if prune.schedule not in SCHEDULES:
-        raise ConfigError(
-            f"prune.schedule = {prune.schedule!r} is not allowed; choose one of: "
-            f"{', '.join(SCHEDULES)}"
+@dataclass(frozen=True)
+class GradualConfig:
+    """``prune.gradual``: the ramp of ``prune.schedule = "gradual"`` (Campfire, pruning/gradual.py).
+
+    One training run whose mask is recomputed every ``every`` iterations from ``start`` to ``end``
+    on the AGP ramp (cubic or linear) from density 1 to ``target``, then frozen; needs levels = 0.
+    """
+
+    ID_PREFIX: ClassVar[str] = (
+        "gradual_"  # hashed as prune.gradual_<field>, its name before sections
+    )
+
+    start: str = "0it"
+    end: str = "1ep"  # the freeze step
+    every: str = "100it"
+    target: float = 0.3  # final density (0.3 = 70 % sparsity)
+    shape: str = "cubic"  # cubic (Zhu & Gupta) | linear
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end", "every"):
+            Steps.parse(getattr(self, name), f"prune.gradual.{name}")
+        target = self.target
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+            raise ConfigError(
+                f"prune.gradual.target = {target!r} must be the final density, strictly between "
+                "0 and 1 (0.3 = 70 % sparsity)"
+            )
+        if self.shape not in SHAPES:
+            raise ConfigError(
+                f"prune.gradual.shape = {self.shape!r} is not allowed; choose one of: "
+                f"{', '.join(SHAPES)}"
+            )
+
+    def resolve(self, iterations_per_epoch: int, total: int, duration: str) -> GradualSchedule:
+        """The ramp in absolute iterations; ConfigError if it ends after the ``total`` iterations
+        of training (``duration``, as written)."""
+        start, end, every = (
+            Steps.parse(t).at(iterations_per_epoch) for t in (self.start, self.end, self.every)
         )
-    defaults = type(prune).__dataclass_fields__
-    fields = ("gradual_start", "gradual_end", "gradual_every", "gradual_target", "gradual_shape")
-    if prune.schedule != "gradual":
-        for name in fields:
-            if getattr(prune, name) != defaults[name].default:
+        if end > total:
+            raise ConfigError(
+                f"prune.gradual.end = {self.end!r} ({end} iterations) is after the end of training "
+                f"(train.duration = {duration!r} = {total} iterations)"
+            )
+        return GradualSchedule(start, end, every, self.target, shape=self.shape)
+
+    def check(self, prune: PruneConfig) -> None:
+        """Only a gradual schedule reads this section, with a criterion that can re-rank weights
+        during training and without per-level rates."""
+        if prune.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"prune.schedule = {prune.schedule!r} is not allowed; choose one of: "
+                f"{', '.join(SCHEDULES)}"
+            )
+        if prune.schedule != "gradual":
+            changed = [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+            if changed:
                 raise ConfigError(
-                    f"prune.{name} is only used with prune.schedule = 'gradual' "
+                    f"prune.gradual.{changed[0]} is only used with prune.schedule = 'gradual' "
                     f"(it is {prune.schedule!r}); remove it or set the schedule"
                 )
-        return
-    for name in ("gradual_start", "gradual_end", "gradual_every"):
-        check_steps(getattr(prune, name), f"prune.{name}")
-    target = prune.gradual_target
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
-        raise ConfigError(
-            f"prune.gradual_target = {target!r} must be the final density, strictly between "
-            "0 and 1 (0.3 = 70 % sparsity)"
-        )
-    if prune.gradual_shape not in SHAPES:
-        raise ConfigError(
-            f"prune.gradual_shape = {prune.gradual_shape!r} is not allowed; choose one of: "
-            f"{', '.join(SHAPES)}"
-        )
-    _check_gradual_criterion(prune.criterion, prune.scope)
-    if prune.layer_amounts:
-        raise ConfigError(
-            "prune.layer_amounts sets per-level rates of iterative pruning; with prune.schedule "
-            "= 'gradual' every tensor follows the same density ramp: remove layer_amounts (use "
-            "prune.exclude to keep a tensor dense)"
-        )
+            return
+        _check_gradual_criterion(prune.criterion, prune.scope)
+        if prune.layer_amounts:
+            raise ConfigError(
+                "prune.layer_amounts sets per-level rates of iterative pruning; with prune.schedule "
+                "= 'gradual' every tensor follows the same density ramp: remove layer_amounts (use "
+                "prune.exclude to keep a tensor dense)"
+            )
 
 
 def _gradual_ready(name: str) -> bool:
-    """Whether ``prune`` can rank by the current weights alone (no model/data pass, no drop-back)."""
-    from maskstudy.pruning.criteria import CRITERIA
-
-    return name != "drop" and not getattr(CRITERIA.get(name), "needs_model", False)
+    """Whether ``prune`` can rank by the current weights alone (no model/data pass, no drop-back,
+    no θ0)."""
+    crit = CRITERIA.get(name)
+    return crit.step is None and not crit.needs_model and not crit.needs_init
 
 
 def _check_gradual_criterion(criterion: str, scope: str) -> None:
-    from maskstudy.pruning.criteria import CRITERIA
-
     if not _gradual_ready(criterion):
         usable = ", ".join(n for n in CRITERIA.names() if _gradual_ready(n))
         raise ConfigError(

@@ -19,9 +19,11 @@ from maskstudy.data.base import Data
 from maskstudy.errors import ConfigError
 from maskstudy.masks import prunable_names
 from maskstudy.models import build_meta
+from maskstudy.pruning.schedules import GradualSchedule
 from maskstudy.runs.config import RunConfig
-from maskstudy.steps import check_some_steps, to_iterations
+from maskstudy.steps import Steps
 from maskstudy.train import iterations_per_epoch
+from maskstudy.train.plan import TrainPlan
 
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 # float32 copies of every parameter a run holds at once: weights, gradients, optimizer state
@@ -124,28 +126,38 @@ def resolve_overrides(cfg: RunConfig, model: nn.Module) -> TensorOverrides:
     return TensorOverrides(amounts, exclude)
 
 
-def rewind_step(cfg: RunConfig, data: Data) -> int:
-    """The rewind point k of ``cfg`` in iterations of ``data``; ConfigError unless it lies
-    before the end of training."""
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's durations in iterations of its dataset, resolved once before it trains."""
+
+    train: TrainPlan  # level 0's training; levels may adapt it (runs/scratch.py)
+    rewind_at: int  # the rewind point k
+    gradual: GradualSchedule | None  # the in-training ramp of prune.schedule = 'gradual'
+
+
+def run_plan(cfg: RunConfig, data: Data) -> RunPlan:
+    """``cfg``'s durations at ``data``'s epoch length; ConfigError unless training and its
+    evaluation period are at least one iteration and the rewind point and the gradual ramp's
+    end lie inside training."""
     per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    k = to_iterations(cfg.rewind_to, per_epoch)
-    total = to_iterations(cfg.train.duration, per_epoch)
-    if k >= total:
+    train = TrainPlan.of(cfg.train, per_epoch)
+    k = Steps.parse(cfg.rewind_to, "rewind_to").at(per_epoch)
+    if k >= train.total:
         raise ConfigError(
             f"rewind_to = {cfg.rewind_to!r} ({k} iterations) is not before the end of training "
-            f"(train.duration = {cfg.train.duration!r} = {total} iterations)"
+            f"(train.duration = {cfg.train.duration!r} = {train.total} iterations)"
         )
-    return k
+    gradual = None
+    if cfg.prune.schedule == "gradual":
+        gradual = cfg.prune.gradual.resolve(per_epoch, train.total, cfg.train.duration)
+    return RunPlan(train, k, gradual)
 
 
-def check_run(cfg: RunConfig, data: Data, here: bool = True) -> TensorOverrides:
+def check_run(cfg: RunConfig, data: Data, here: bool = True) -> tuple[TensorOverrides, RunPlan]:
     """Everything about ``cfg`` that needs its model or ``data`` (its loaded dataset), checked
     on a meta-device model before anything is allocated: the model builds for these inputs and
     fits in memory (when it trains ``here``), the layer names exist, the durations are at least
-    one iteration and the rewind point lies before the end. Returns the per-tensor overrides."""
+    one iteration and the rewind point lies before the end. Returns the per-tensor overrides
+    and the run's plan."""
     overrides = resolve_overrides(cfg, meta_model(cfg, data, here))
-    per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    check_some_steps(cfg.train.duration, "train.duration", per_epoch)
-    check_some_steps(cfg.train.eval_every, "train.eval_every", per_epoch)
-    rewind_step(cfg, data)
-    return overrides
+    return overrides, run_plan(cfg, data)

@@ -14,7 +14,10 @@ from maskstudy.errors import ConfigError
 from maskstudy.eval.config import AttackConfig
 from maskstudy.fields import choice, integer_in, positive
 from maskstudy.models.config import ModelConfig
-from maskstudy.pruning.config import PruneConfig, SaliencyConfig
+from maskstudy.pruning.config import PruneConfig, moved_fields
+from maskstudy.pruning.drop import DropConfig
+from maskstudy.pruning.saliency import SaliencyConfig
+from maskstudy.pruning.schedules import GradualConfig
 from maskstudy.runs.regimes import BRANCH_KINDS, MOVED_REGIMES, REGIMES, Rule
 from maskstudy.steps import check_steps
 from maskstudy.train.config import TrainConfig
@@ -24,6 +27,8 @@ __all__ = [
     "AttackConfig",
     "BranchConfig",
     "DataConfig",
+    "DropConfig",
+    "GradualConfig",
     "ModelConfig",
     "PruneConfig",
     "RunConfig",
@@ -84,12 +89,12 @@ class RunConfig:
             )
         choice(self.regime, tuple(REGIMES), "regime")
         check_steps(self.rewind_to, "rewind_to")
-        revives = self.prune.drop_revive == "last" and not self.is_branch  # branches: not pruned
+        revives = self.prune.drop.revive == "last" and not self.is_branch  # branches: not pruned
         if revives and not REGIMES[self.regime].continues:
             raise ConfigError(
-                f"prune.drop_revive = 'last' restores trained values, which regime = "
+                f"prune.drop.revive = 'last' restores trained values, which regime = "
                 f"{self.regime!r} does not keep; use regime = 'finetune' or 'lr_rewind', or "
-                "drop_revive = 'zero'"
+                "prune.drop.revive = 'zero'"
             )
         positive(self.scratch_cap, "scratch_cap", zero_ok=True)
         if 0 < self.scratch_cap < 1:
@@ -145,6 +150,7 @@ class RunConfig:
         """A copy with dotted-path overrides applied, e.g. ``{"train.lr": 0.01}``."""
         d = self.to_dict()
         for path, value in overrides.items():
+            path = current_path(path)
             node = d
             *parents, leaf = path.split(".")
             for i, key in enumerate(parents):
@@ -173,6 +179,13 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def current_path(path: str) -> str:
+    """A dotted field name written before its section existed (``prune.drop_away``), moved."""
+    section, _, name = path.partition(".")
+    moved = moved_fields(PruneConfig).get(name) if section == "prune" else None
+    return f"prune.{moved[0]}.{moved[1]}" if moved else path
+
+
 def _non_default(cfg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(cfg):
@@ -181,7 +194,11 @@ def _non_default(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             sub = _non_default(value)
-            if sub:
+            # a section whose fields once sat flat in its parent is hashed under those names,
+            # so that run ids (and the runs stored under them) stay what they were
+            prefix = getattr(value, "ID_PREFIX", "")
+            out.update({f"{prefix}{k}": v for k, v in sub.items()} if prefix else {})
+            if sub and not prefix:
                 out[f.name] = sub
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -248,6 +265,8 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
         return d
     if not isinstance(d, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {d!r}")
+    if hasattr(cls, "upgrade"):
+        d = cls.upgrade(d)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(str(k) for k in d if k not in names)

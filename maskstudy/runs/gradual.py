@@ -11,52 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from maskstudy.data.base import Data
-from maskstudy.errors import ConfigError, StoreError
+from maskstudy.errors import StoreError
 from maskstudy.files import pack_mask, unpack_mask
 from maskstudy.masks import Mask, density
 from maskstudy.pruning.gradual import GradualPruner
 from maskstudy.pruning.schedules import GradualSchedule
-from maskstudy.steps import to_iterations
-from maskstudy.train.loop import TrainResult, iterations_per_epoch
+from maskstudy.runs.config import RunConfig
+from maskstudy.train.loop import TrainResult
 
 UPDATES_FILE = "mask_updates.safetensors"
 
 
-def gradual_schedule(cfg: Any, data: Data) -> GradualSchedule:
-    """The run's ramp in absolute iterations; ConfigError if it does not fit in training."""
-    p, per_epoch = cfg.prune, iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    steps = {
-        name: to_iterations(getattr(p, name), per_epoch)
-        for name in ("gradual_start", "gradual_end", "gradual_every")
-    }
-    total = to_iterations(cfg.train.duration, per_epoch)
-    if steps["gradual_end"] > total:
-        raise ConfigError(
-            f"prune.gradual_end = {p.gradual_end!r} ({steps['gradual_end']} iterations) is after "
-            f"the end of training (train.duration = {cfg.train.duration!r} = {total} iterations)"
-        )
-    return GradualSchedule(
-        steps["gradual_start"],
-        steps["gradual_end"],
-        steps["gradual_every"],
-        p.gradual_target,
-        shape=p.gradual_shape,
-    )
-
-
 def gradual_hook(
-    cfg: Any, data: Data, masks: Sequence[Mask], seeds: Sequence[int]
+    cfg: RunConfig, schedule: GradualSchedule | None, masks: Sequence[Mask], seeds: Sequence[int]
 ) -> GradualPruner | None:
-    """The mask-update hook of a gradual level (None for iterative runs)."""
-    if cfg.prune.schedule != "gradual":
+    """The mask-update hook of a gradual level on its ``schedule`` (None: iterative runs)."""
+    if schedule is None:
         return None
     p = cfg.prune
-    return GradualPruner(
-        gradual_schedule(cfg, data), masks, seeds, p.criterion, p.scope, n=p.n, dim=p.dim
-    )
+    return GradualPruner(schedule, masks, seeds, p.criterion, p.scope, **p.criterion_options())
 
 
 def finish_gradual(

@@ -9,6 +9,8 @@ from maskstudy.errors import ConfigError
 from maskstudy.runs.config import (
     AttackConfig,
     DataConfig,
+    DropConfig,
+    GradualConfig,
     ModelConfig,
     PruneConfig,
     RunConfig,
@@ -144,7 +146,7 @@ PRESETS: dict[str, Preset] = {
                 lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=64, duration="10ep"
             ),
             prune=PruneConfig(
-                criterion="drop", amount=0.3, scope="global", drop_away=0.8, drop_target=0.07
+                criterion="drop", amount=0.3, scope="global", drop=DropConfig(away=0.8, target=0.07)
             ),
             regime="finetune",
             levels=20,
@@ -225,10 +227,7 @@ PRESETS: dict[str, Preset] = {
                 criterion="kernel",
                 exclude=("output",),
                 schedule="gradual",
-                gradual_start="1ep",
-                gradual_end="7ep",
-                gradual_every="100it",
-                gradual_target=0.3,
+                gradual=GradualConfig(start="1ep", end="7ep", every="100it", target=0.3),
             ),
             attack=AttackConfig(eps=tuple(e / 255 for e in (1, 2, 4, 8))),
             levels=0,
@@ -247,10 +246,7 @@ PRESETS: dict[str, Preset] = {
                 criterion="kernel",
                 exclude=("output",),
                 schedule="gradual",
-                gradual_start="0it",
-                gradual_end="8000it",
-                gradual_every="250it",
-                gradual_target=0.3,
+                gradual=GradualConfig(start="0it", end="8000it", every="250it", target=0.3),
             ),
             attack=AttackConfig(eps=tuple(e / 255 for e in (1, 2, 4, 8))),
             levels=0,

@@ -30,7 +30,6 @@ from maskstudy.masks import (
 )
 from maskstudy.models import build
 from maskstudy.pruning import CRITERIA, prune
-from maskstudy.pruning.saliency import scores_init
 from maskstudy.runs.branch import (
     branch_config,
     branch_mask,
@@ -39,7 +38,7 @@ from maskstudy.runs.branch import (
     parent_weights,
     rewinds_schedule,
 )
-from maskstudy.runs.checks import TensorOverrides, check_device, check_run, rewind_step
+from maskstudy.runs.checks import RunPlan, TensorOverrides, check_device, check_run
 from maskstudy.runs.config import DataConfig, RunConfig
 from maskstudy.runs.gradual import finish_gradual, gradual_hook
 from maskstudy.runs.lock import (
@@ -315,10 +314,10 @@ def run_group(
         _say(announce, cfgs, paths)
         return [create_run(path, c, p) for c, path, p in zip(cfgs, paths, parents, strict=True)]
     data = data if data is not None else from_config(cfg0.data, data_root, device)
-    overrides = check_run(cfg0, data)  # before the model is allocated or anything written
+    # before the model is allocated or anything written; every duration resolved here, once
+    overrides, plan = check_run(cfg0, data)
     _say(announce, cfgs, paths)
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
-    rewind_at = rewind_step(cfg0, data)
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
         store = create_run(path, c, parent)  # only now: a config that cannot run leaves nothing
@@ -334,7 +333,7 @@ def run_group(
     with cpu_threads(cfg0.train.threads):
         for level in sorted({lv for m in members for lv in m.todo}):
             active = [m for m in members if level in m.todo]
-            train_level(active, template, data, level, rewind_at, progress)
+            train_level(active, template, data, level, plan, progress)
     return [m.store for m in members]
 
 
@@ -358,14 +357,14 @@ def train_level(
     template: nn.Module,
     data: Data,
     level: int,
-    rewind_at: int,
+    plan: RunPlan,
     progress: bool,
 ) -> None:
     """Prune every member once, then train and save them side by side; members whose training
     schedules differ (scratch_b under global scope: unequal FLOPs ratios) train apart."""
     picked = [level_mask(m.store, m.cfg, template, level, m.overrides, data) for m in members]
     budgets = [
-        level_budget(m.cfg, template, data, level, mask)
+        level_budget(m.cfg, plan.train, template, data, level, mask)
         for m, (mask, _) in zip(members, picked, strict=True)
     ]
     for group in same_budget(budgets):
@@ -376,7 +375,7 @@ def train_level(
             template,
             data,
             level,
-            rewind_at,
+            plan,
             progress,
         )
 
@@ -388,12 +387,12 @@ def train_together(
     template: nn.Module,
     data: Data,
     level: int,
-    rewind_at: int,
+    plan: RunPlan,
     progress: bool,
 ) -> None:
     """Set the starting weights of, train and save one level of members sharing a schedule,
     given their masks (with the metrics their criterion adds) and their common budget."""
-    cfg = members[0].cfg
+    cfg, rewind_at = members[0].cfg, plan.rewind_at
     masks = [mask for mask, _ in picked]
     starts = [
         starting_point(m.store, m.cfg, data, level, rewind_at, mask)
@@ -403,12 +402,13 @@ def train_together(
     net = replica_net(template, [state for state, _ in starts])
     label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
     seeds = [m.cfg.seed for m in members]
-    hook = gradual_hook(cfg, data, masks, seeds)  # prune.schedule = 'gradual': in-training pruning
+    hook = gradual_hook(cfg, plan.gradual, masks, seeds)  # prune.schedule = 'gradual'
     try:
         results = train_replicas(
             net,
             data,
             budgets[0].train,
+            plan=budgets[0].plan,
             masks=masks,
             seeds=[derive_seed(m.cfg.seed, "data") for m in members],
             start_step=start_step,
@@ -475,30 +475,26 @@ def level_mask(
         return full_mask(model, exclude=overrides.exclude), {}
     p = cfg.prune
     previous = store.mask(level - 1)
-    at_init = scores_init(p.criterion, p.score_weights)
-    scored = store.weights(which="init") if at_init else store.weights(level - 1)
-    extra: dict = {}
-    if CRITERIA.get(p.criterion).needs_model:  # snip, grasp, synflow, pca
+    scored = store.weights(which="init") if p.scores_init else store.weights(level - 1)
+    crit = CRITERIA.get(p.criterion)
+    if crit.needs_model:  # snip, grasp, synflow, pca
         mask, extra = saliency_level(
             cfg, model, data.train, scored, previous, overrides.amounts, level
         )
-        extra["scored_weights"] = "init" if at_init else "trained"
-    else:
-        mask = prune(
-            {name: scored[name] for name in previous},
-            previous,
-            p.criterion,
-            p.amount,
-            p.scope,
-            layer_amounts=overrides.amounts,
-            rounding=p.rounding,
-            n=p.n,
-            dim=p.dim,
-            away=p.drop_away,
-            target=p.drop_target,
-            generator=generator(cfg.seed, "prune", level),
-        )
-    return mask, extra
+        return mask, {**extra, "scored_weights": "init" if p.scores_init else "trained"}
+    mask = prune(
+        {name: scored[name] for name in previous},
+        previous,
+        p.criterion,
+        p.amount,
+        p.scope,
+        layer_amounts=overrides.amounts,
+        rounding=p.rounding,
+        generator=generator(cfg.seed, "prune", level),
+        init=store.weights(which="init") if crit.needs_init else None,
+        **p.criterion_options(),
+    )
+    return mask, {}
 
 
 def starting_point(

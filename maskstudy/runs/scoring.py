@@ -50,7 +50,5 @@ def saliency_level(
         scope=p.scope,
         layer_amounts=layer_amounts,
         rounding=p.rounding,
-        rounds=p.saliency.rounds,
-        variance=p.saliency.variance,
-        temperature=p.saliency.temperature,
+        **p.criterion_options(),
     )

@@ -26,39 +26,41 @@ from maskstudy.masks import Mask
 from maskstudy.models.flops import layer_flops
 from maskstudy.runs.config import RunConfig, TrainConfig
 from maskstudy.runs.regimes import FINAL_LR, STRETCHED
-from maskstudy.steps import to_iterations
-from maskstudy.train import iterations_per_epoch
 from maskstudy.train.optim import lr_factor
+from maskstudy.train.plan import TrainPlan
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How one level trains (``train``) and its cost figures for the level's metrics."""
+    """How one level trains (``train``, in iterations ``plan``) and its cost figures."""
 
     train: TrainConfig
+    plan: TrainPlan
     metrics: dict[str, Any]  # train_iterations (the FLOPs are recorded from the level's final mask)
 
 
-def level_budget(cfg: RunConfig, model: nn.Module, data: Data, level: int, mask: Mask) -> Budget:
-    """The level's TrainConfig: levels >= 1 of scratch_b scale it by the FLOPs ratio of
-    ``mask``; finetune levels >= 1 train it at the schedule's final learning rate."""
-    per_epoch = iterations_per_epoch(len(data.train), cfg.train.batch_size)
-    train, schedule = cfg.train, cfg.rule.schedule
+def level_budget(
+    cfg: RunConfig, base: TrainPlan, model: nn.Module, data: Data, level: int, mask: Mask
+) -> Budget:
+    """The level's training from the run's ``base`` plan: levels >= 1 of scratch_b stretch it by
+    the FLOPs ratio of ``mask``; finetune levels >= 1 train at the schedule's final rate."""
+    train, plan, schedule = cfg.train, base, cfg.rule.schedule
     if schedule == STRETCHED and level > 0:
         cost = flops_metrics(model, data, mask)
-        ratio = budget_ratio(cost["flops_dense"], cost["flops"], cfg.scratch_cap, level)
-        train = scaled_train(train, per_epoch, ratio)
+        plan = plan.stretched(
+            budget_ratio(cost["flops_dense"], cost["flops"], cfg.scratch_cap, level)
+        )
     if schedule == FINAL_LR and level > 0:
-        train = at_final_lr(train, per_epoch)
-    return Budget(train, {"train_iterations": to_iterations(train.duration, per_epoch)})
+        train, plan = at_final_lr(train, plan)
+    return Budget(train, plan, {"train_iterations": plan.total})
 
 
-def at_final_lr(train: TrainConfig, per_epoch: int) -> TrainConfig:
+def at_final_lr(train: TrainConfig, plan: TrainPlan) -> tuple[TrainConfig, TrainPlan]:
     """``train`` continued at the learning rate of its schedule's last step, held constant:
     fine-tuning (Han et al. 2015; Liu et al. 2019), as opposed to replaying the schedule."""
-    last = to_iterations(train.duration, per_epoch) - 1
-    lr = train.lr * lr_factor(train, per_epoch)(last)
-    return dataclasses.replace(train, lr=lr, schedule="constant", milestones=(), warmup="0it")
+    lr = train.lr * lr_factor(train, plan)(plan.total - 1)
+    held = dataclasses.replace(train, lr=lr, schedule="constant", milestones=(), warmup="0it")
+    return held, dataclasses.replace(plan, warmup=0, milestones=())
 
 
 def flops_metrics(model: nn.Module, data: Data, mask: Mask) -> dict[str, Any]:
@@ -83,18 +85,10 @@ def budget_ratio(dense: int, flops: int, cap: float, level: int) -> Fraction:
     return min(ratio, Fraction(cap)) if cap else ratio
 
 
-def scaled_train(train: TrainConfig, per_epoch: int, ratio: Fraction) -> TrainConfig:
-    """``train`` with its duration and step milestones stretched by ``ratio`` (floored, in it)."""
-    base = to_iterations(train.duration, per_epoch)
-    total = int(base * ratio)
-    milestones = tuple(f"{to_iterations(m, per_epoch) * total // base}it" for m in train.milestones)
-    return dataclasses.replace(train, duration=f"{total}it", milestones=milestones)
-
-
 def same_budget(budgets: list[Budget]) -> list[list[int]]:
     """Indices of the members sharing one training schedule, in first-seen order: replicas train
     side by side only with equal schedules (scratch_b under global scope may differ)."""
-    groups: dict[TrainConfig, list[int]] = defaultdict(list)
+    groups: dict[tuple[TrainConfig, TrainPlan], list[int]] = defaultdict(list)
     for i, budget in enumerate(budgets):
-        groups[budget.train].append(i)
+        groups[budget.train, budget.plan].append(i)
     return list(groups.values())

@@ -278,14 +278,14 @@ def history_lines(path: Path) -> list[tuple[int, str]]:
 def inherited_start(run: Run, level: int, mask: Mask) -> dict[str, torch.Tensor]:
     """The weights level ``level`` (pruned to ``mask``) starts from unless they are drawn fresh
     (reinit_prune): θ0 at level 0; finetune and lr_rewind: level L−1's trained weights, the
-    parent's for a branch (Drop Pruning with ``drop_revive = "last"``: revived weights at their
+    parent's for a branch (Drop Pruning with ``prune.drop.revive = "last"``: revived weights at their
     last alive value); every other rule: the run's own θk (θ0 when it rewinds to 0it; a
     reinit or scratch branch's θ0 is its fresh init)."""
     if level == 0:
         return run.weights(which="init")
     if run.config.rule.continues:
         source = run.parent or run
-        if run.config.prune.drop_revive == "last":
+        if run.config.prune.drop.revive == "last":
             return revived_start(source.weights, source.mask, level, mask)
         return source.weights(level - 1)
     rewound = WEIGHT_FILES["rewind"] in run.info.get("files", {})  # θk exists iff k > 0

@@ -40,7 +40,7 @@ import pandas as pd
 from maskstudy.errors import ConfigError, MaskstudyError, StoreError
 from maskstudy.files import is_temp_file, write_atomic
 from maskstudy.runs.branch import branch_config, waiting_for
-from maskstudy.runs.config import RunConfig
+from maskstudy.runs.config import RunConfig, current_path
 from maskstudy.runs.lock import run_state
 from maskstudy.runs.presets import get_preset
 from maskstudy.runs.run import preflight
@@ -94,7 +94,7 @@ def dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict) and path in SECTIONS:
             out.update(dotted(value, path + "."))
         else:
-            out[path] = value
+            out[current_path(path)] = value
     return out
 
 
@@ -370,6 +370,16 @@ def open_sweep(path: str | Path) -> Sweep:
     return Sweep(path)
 
 
+def _same_runs(stored: str, spec: SweepSpec, where: str) -> bool:
+    """Whether the stored sweep file describes exactly ``spec``'s runs and resources (it may
+    differ in comments, layout, order of keys or old field names)."""
+    try:
+        old = parse_sweep(stored, where)
+    except ConfigError:
+        return False
+    return old.configs == spec.configs and old.slurm == spec.slurm
+
+
 def prepare_sweep_dir(
     sweep_file: str | Path,
     out: str | Path,
@@ -396,8 +406,8 @@ def prepare_sweep_dir(
             )
     if target.is_file():
         old = read_sweep_text(target)
-        if old == text:
-            return spec
+        if old == text or _same_runs(old, spec, str(target)):
+            return spec  # the stored file is kept as it is (its comments and spellings too)
         if not extend:
             raise StoreError(
                 f"{out} already holds a different sweep ({target}); nothing was written. "

@@ -12,10 +12,12 @@ from maskstudy.train.loop import (
     training_batches,
 )
 from maskstudy.train.optim import build_optimizer, lr_factor
+from maskstudy.train.plan import TrainPlan
 from maskstudy.train.replicas import Replicas, replica_net
 
 __all__ = [
     "Diverged",
+    "TrainPlan",
     "TrainResult",
     "build_optimizer",
     "cpu_threads",

@@ -23,10 +23,10 @@ from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
 from maskstudy.masks import Mask
 from maskstudy.seeds import generator
-from maskstudy.steps import check_some_steps, to_iterations
 from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
 from maskstudy.train.config import TrainConfig
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
+from maskstudy.train.plan import TrainPlan
 from maskstudy.train.replicas import Replicas
 
 # (iterations done, each replica's masked weights) -> new masks, or None to keep the current ones
@@ -247,6 +247,7 @@ def train_replicas(
     progress: str | None = None,
     update_masks: MaskUpdate | None = None,
     checkpoints: Checkpoints | None = None,
+    plan: TrainPlan | None = None,
 ) -> list[TrainResult]:
     """``train`` for K replicas side by side: replica k keeps ``masks[k]`` and sees the data
     order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own.
@@ -255,6 +256,8 @@ def train_replicas(
     when it returns new masks, training goes on with them (gradual pruning, pruning/gradual.py).
     ``checkpoints`` saves the training state every ``checkpoints.every`` seconds and resumes
     from the last one this call saved (train/checkpoint.py); not with ``update_masks``.
+    ``plan`` gives the iterations (default: ``cfg``'s durations at this dataset's epoch length;
+    a level's budget may stretch them, runs/scratch.py).
     """
     began = time.perf_counter()
     if not len(masks) == len(seeds) == net.size:
@@ -262,10 +265,10 @@ def train_replicas(
             f"{net.size} replicas need {net.size} masks and seeds, got {len(masks)} and {len(seeds)}"
         )
     per_epoch = iterations_per_epoch(len(data.train), cfg.batch_size)
-    total = to_iterations(cfg.duration, per_epoch)
-    eval_every = to_iterations(cfg.eval_every, per_epoch)
-    lr_at = lr_factor(cfg, per_epoch)  # refuses a duration of 0 iterations
-    _check_call(net, data, cfg, total, per_epoch, start_step, snapshot_step)
+    plan = plan or TrainPlan.of(cfg, per_epoch)  # refuses a duration of 0 iterations
+    total, eval_every = plan.total, plan.eval_every
+    lr_at = lr_factor(cfg, plan)
+    _check_call(net, data, cfg, total, start_step, snapshot_step)
     keeper = _MaskKeeper(net, masks)
     optimizer = build_optimizer(net.parameters(), cfg)
     net.train(True)
@@ -363,11 +366,9 @@ def _check_call(
     data: Data,
     cfg: TrainConfig,
     total: int,
-    per_epoch: int,
     start_step: int,
     snapshot_step: int | None,
 ) -> None:
-    check_some_steps(cfg.eval_every, "train.eval_every", per_epoch)
     if not 0 <= start_step < total:
         raise ConfigError(
             f"start_step = {start_step} must lie in [0, {total}) for train.duration = "

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from maskstudy.steps import check_some_steps, to_iterations
 from maskstudy.train.config import TrainConfig
+from maskstudy.train.plan import TrainPlan
 
 
 def build_optimizer(
@@ -37,18 +37,16 @@ def build_optimizer(
     )
 
 
-def lr_factor(cfg: TrainConfig, iterations_per_epoch: int) -> Callable[[int], float]:
+def lr_factor(cfg: TrainConfig, plan: TrainPlan) -> Callable[[int], float]:
     """The learning-rate multiplier as a function of the absolute step (0-based).
 
     ``constant`` is 1; ``step`` multiplies by ``gamma`` once the step reaches each milestone;
-    ``cosine`` is ``(1 + cos(pi * step / T)) / 2``, 1 at step 0 and 0 at T = ``cfg.duration``.
+    ``cosine`` is ``(1 + cos(pi * step / T)) / 2``, 1 at step 0 and 0 at T = ``plan.total``.
     A warm-up of W iterations multiplies any of them by ``min(1, (step + 1) / W)``: the first
-    update uses lr/W and step W-1 reaches the full rate.
+    update uses lr/W and step W-1 reaches the full rate. The steps come from ``plan`` (``cfg``'s
+    durations resolved at one epoch length), the rates and shape from ``cfg``.
     """
-    check_some_steps(cfg.duration, "train.duration", iterations_per_epoch)
-    total = to_iterations(cfg.duration, iterations_per_epoch)
-    warmup = to_iterations(cfg.warmup, iterations_per_epoch)
-    milestones = [to_iterations(m, iterations_per_epoch) for m in cfg.milestones]
+    total, warmup, milestones = plan.total, plan.warmup, plan.milestones
 
     shapes: dict[str, Callable[[int], float]] = {
         "constant": lambda step: 1.0,
