@@ -120,3 +120,45 @@ def unpack_mask(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise StoreError(f"{path} is not a maskstudy mask file ({e!r}); it is damaged") from e
     return out
+
+
+KEPT_ONLY = "kept_only"  # metadata key of a weights file: the tensors stored as kept values
+
+
+def pack_weights(weights: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> bytes:
+    """A level's trained weights at the size of what its mask keeps: a masked tensor whose pruned
+    entries are all +0.0 (as training leaves them) is stored as its kept values in row-major
+    order, so a level at density d costs 32·d bits per weight (plus the mask's 1); every other
+    tensor, and one with a pruned entry that is not +0.0, is stored whole. ``unpack_weights``
+    with the same mask gives back bit-identical tensors."""
+    out, kept_only = {}, []
+    for name, w in weights.items():
+        m = mask.get(name)
+        if m is not None and m.shape == w.shape:
+            pruned = w.detach().cpu()[~m.cpu()]
+            if not bool((pruned != 0).any() | torch.signbit(pruned).any()):
+                out[name] = w.detach().cpu()[m.cpu()]
+                kept_only.append(name)
+                continue
+        out[name] = w
+    return tensors_to_bytes(out, {KEPT_ONLY: json.dumps(kept_only)})
+
+
+def unpack_weights(
+    data: bytes, path: Path, mask: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The tensors ``pack_weights`` wrote, dense again (pruned entries +0.0); a file written
+    whole (no kept-only tensors: older stores) reads as it is."""
+    tensors, meta = tensors_from_bytes(data, path)
+    try:
+        kept_only = json.loads(meta.get(KEPT_ONLY, "[]"))
+        for name in kept_only:
+            values, m = tensors[name], mask[name]
+            if values.numel() != int(m.sum()):
+                raise ValueError(f"{name}: {values.numel()} values for {int(m.sum())} kept weights")
+            tensors[name] = torch.zeros(m.shape, dtype=values.dtype).masked_scatter_(m, values)
+    except (KeyError, ValueError, TypeError) as e:
+        raise StoreError(
+            f"{path} does not fit the level's mask ({e!r}); the file or the mask is damaged"
+        ) from e
+    return tensors

@@ -52,14 +52,17 @@ def check_mask(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Ten
 
 @torch.no_grad()
 def apply_mask_(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
-    """Zero the pruned weights of ``model`` in place (one fused multiply)."""
+    """Set the pruned weights of ``model`` to +0.0 in place (a fused multiply, then + 0.0, which
+    turns the −0.0 that negative weights times 0 give into +0.0 and leaves every other value as
+    it is). +0.0 stays +0.0 under masked SGD and Adam steps, so a level's pruned weights are
+    all +0.0 and its weight file stores the kept values only (files.pack_weights)."""
     params = dict(model.named_parameters())
     check_mask(mask, params)
     names = list(mask)
     if names:
-        torch._foreach_mul_(
-            [params[n] for n in names], [mask[n].to(params[n].dtype) for n in names]
-        )
+        tensors = [params[n] for n in names]
+        torch._foreach_mul_(tensors, [mask[n].to(params[n].dtype) for n in names])
+        torch._foreach_add_(tensors, 0.0)
 
 
 def kept_total(mask: Mapping[str, torch.Tensor]) -> tuple[int, int]:

@@ -12,8 +12,18 @@ import torch
 
 from maskstudy import open_run
 from maskstudy.errors import StoreError
-from maskstudy.files import pack_mask, unpack_mask, write_atomic
-from maskstudy.runs.config import RunConfig
+from maskstudy.files import (
+    KEPT_ONLY,
+    pack_mask,
+    pack_weights,
+    tensors_from_bytes,
+    tensors_to_bytes,
+    unpack_mask,
+    unpack_weights,
+    write_atomic,
+)
+from maskstudy.runs.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from maskstudy.runs.run import run
 from maskstudy.runs.store import create_run, level_dir, save_level, save_weights
 
 
@@ -35,6 +45,34 @@ def test_mask_round_trip_at_one_bit_per_weight(tmp_path):
     assert (
         len(data) - header == sum(int(np.ceil(m.numel() / 8)) for m in mask.values()) <= n / 8 + 2
     )
+
+
+def test_weights_keep_only_the_kept_values_and_read_back_bit_exact(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    mask = {
+        "w": torch.rand(200, 300, generator=g) < 0.012,
+        "v": torch.rand(7, 5, generator=g) < 0.5,
+    }
+    # pruned entries +0.0, as training leaves them (masks.apply_mask_)
+    weights = {name: (torch.randn(m.shape, generator=g) * m).add_(0.0) for name, m in mask.items()}
+    weights["v"].view(-1)[(~mask["v"]).view(-1).nonzero()[0]] = -0.0  # a −0.0: kept whole
+    weights["bias"] = torch.randn(200, generator=g)  # not masked: kept whole
+    data = pack_weights(weights, mask)
+    back = unpack_weights(data, tmp_path / "final.safetensors", mask)
+    assert back.keys() == weights.keys()
+    for name, w in weights.items():  # bit-exact, signs of zeros included
+        assert torch.equal(back[name].view(torch.int32), w.view(torch.int32)), name
+    kept = int(mask["w"].sum())
+    dense = pack_weights(weights, {})  # nothing kept-only: every tensor whole
+    assert len(dense) - len(data) == 4 * (mask["w"].numel() - kept)
+    bits = 8 * (len(pack_mask({"w": mask["w"]})) + 4 * kept) / mask["w"].numel()
+    assert 1.3 < bits < 1.5  # mask + kept values at 1.2 % density, against 32 dense
+    old = tensors_to_bytes(weights)  # a store from before: dense, no metadata
+    assert all(
+        torch.equal(unpack_weights(old, tmp_path / "f", mask)[n], w) for n, w in weights.items()
+    )
+    with pytest.raises(StoreError, match="does not fit the level's mask"):
+        unpack_weights(data, tmp_path / "final.safetensors", {**mask, "w": ~mask["w"]})
 
 
 def test_atomic_write_leaves_no_temp_files_and_names_failures(tmp_path):
@@ -163,3 +201,27 @@ def test_mask_files_are_byte_identical_across_processes():
         for seed in range(6)
     }
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_trained_levels_keep_pruned_weights_at_plus_zero_and_store_kept_values(tmp_path, optimizer):
+    """Masking gives +0.0 (not the −0.0 of a negative weight times 0) and masked SGD (momentum,
+    weight decay) and Adam steps keep it so: every masked tensor is stored as its kept values."""
+    cfg = RunConfig(
+        data=DataConfig(name="synthetic", synthetic_shape=(1, 8, 8), synthetic_size=128),
+        model=ModelConfig(name="lenet300_100", width=0.1),
+        train=TrainConfig(
+            optimizer=optimizer, lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=32,
+            duration="12it", eval_every="12it",
+        ),
+        regime="finetune",
+        levels=2,
+    )  # fmt: skip
+    r = run(cfg, tmp_path, progress=False)
+    for level in r.levels:
+        mask, path = r.mask(level), level_dir(r.path, level) / "final.safetensors"
+        _, meta = tensors_from_bytes(path.read_bytes(), path)
+        assert json.loads(meta[KEPT_ONLY]) == list(mask)
+        w = r.weights(level)
+        for name, m in mask.items():
+            assert not torch.signbit(w[name][~m]).any() and not w[name][~m].any()

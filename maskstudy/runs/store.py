@@ -27,11 +27,13 @@ from maskstudy.files import (
     digest,
     is_temp_file,
     pack_mask,
+    pack_weights,
     read_bytes,
     read_json,
     tensors_from_bytes,
     tensors_to_bytes,
     unpack_mask,
+    unpack_weights,
     write_atomic,
     write_json,
 )
@@ -148,7 +150,10 @@ class Run:
         """Weights of a level: ``final`` (trained), ``start`` (what its training began from);
         or the run's θ0 (``init``) / θk (``rewind``)."""
         if which == "final":
-            return self._level_tensors(level, FINAL_FILE, which)
+            if level is None:
+                raise StoreError("weights(which='final') needs a level")
+            path = level_dir(self.path, level) / FINAL_FILE
+            return unpack_weights(self._level_file(level, FINAL_FILE), path, self.mask(level))
         if which == "start":
             return self._start(level)
         if which not in WEIGHT_FILES:
@@ -431,7 +436,7 @@ def save_level(
     timing = {"seconds": metrics["seconds"]} if "seconds" in metrics else {}
     contents = {
         MASK_FILE: pack_mask(mask),
-        FINAL_FILE: tensors_to_bytes(final),
+        FINAL_FILE: pack_weights(final, mask),
         METRICS_FILE: (json.dumps(untimed, indent=2) + "\n").encode(),
     }
     if start is not None:

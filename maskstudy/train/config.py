@@ -10,6 +10,8 @@ from maskstudy.steps import check_some_steps, check_steps
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
+COMPILE_MODES = ("off", "auto", "compile", "graphs")  # train/accel.py
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,15 @@ class TrainConfig:
     # CPU threads of the run's arithmetic; part of its identity, as a matrix product split over
     # more threads rounds differently. More are faster for one big run; --jobs uses the cores.
     threads: int = 1
+    # how the step runs (train/accel.py): off | auto | compile | graphs, and fp32 | bf16 | tf32;
+    # the defaults are the eager fp32 arithmetic every device can reproduce
+    compile: str = "off"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         choice(self.optimizer, OPTIMIZERS, "train.optimizer")
+        choice(self.compile, COMPILE_MODES, "train.compile")
+        choice(self.precision, PRECISIONS, "train.precision")
         choice(self.schedule, SCHEDULES, "train.schedule")
         positive(self.lr, "train.lr")
         positive(self.momentum, "train.momentum", zero_ok=True)

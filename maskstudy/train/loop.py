@@ -23,6 +23,7 @@ from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
 from maskstudy.masks import Mask
 from maskstudy.seeds import generator
+from maskstudy.train.accel import channels_last_, precision, training_forward
 from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
 from maskstudy.train.config import TrainConfig
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
@@ -270,7 +271,10 @@ def train_replicas(
     lr_at = lr_factor(cfg, plan)
     _check_call(net, data, cfg, total, start_step, snapshot_step)
     keeper = _MaskKeeper(net, masks)
+    layout = torch.channels_last if channels_last_(net) else torch.contiguous_format
     optimizer = build_optimizer(net.parameters(), cfg)
+    forward, step_mode = training_forward(net, cfg.compile)
+    arithmetic = cfg.precision  # what the precision is on this device, once a step has run
     net.train(True)
 
     call = {"seeds": list(seeds), "start_step": start_step, "total": total}
@@ -290,7 +294,8 @@ def train_replicas(
             lr = cfg.lr * lr_at(step)
             set_lr_(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
-            losses = replica_losses(net(x), y)
+            with precision(cfg.precision, net.device) as arithmetic:
+                losses = replica_losses(forward(x.contiguous(memory_format=layout)), y)
             values = losses.detach().to("cpu", torch.float64)
             _check_finite(step, values)
             losses.sum().backward()
@@ -322,10 +327,12 @@ def train_replicas(
     if snapshot_step == total:
         snapshots = net.states()
     seconds = time.perf_counter() - began
+    accelerated = cfg.compile != "off" or cfg.precision != "fp32"
+    how = {"step_mode": f"{step_mode}, {arithmetic}"} if accelerated else {}
     return [
         TrainResult(
             history,
-            _summary(history, total - start_step, seconds),
+            _summary(history, total - start_step, seconds) | how,
             snapshots[k] if snapshots else None,
         )
         for k, history in enumerate(histories)
