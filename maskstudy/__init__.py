@@ -1,16 +1,33 @@
-"""maskstudy: lottery-ticket and pruning-mask research in PyTorch."""
+"""maskstudy: lottery-ticket and pruning-mask research in PyTorch.
 
+The public API below loads on first use (PEP 562), so ``import maskstudy`` and the command
+line's ``--help`` do not load torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
-from maskstudy.runs.discover import open_runs
-from maskstudy.runs.openlth import open_openlth
-from maskstudy.runs.pruned_models import from_pruned_model
-from maskstudy.runs.run import branch
-from maskstudy.runs.store import open_run
-from maskstudy.runs.sweep import open_sweep
+if TYPE_CHECKING:  # what each name is, for readers and type checkers
+    from maskstudy.runs.discover import open_runs
+    from maskstudy.runs.openlth import open_openlth
+    from maskstudy.runs.pruned_models import from_pruned_model
+    from maskstudy.runs.run import branch
+    from maskstudy.runs.store import open_run
+    from maskstudy.runs.sweep import open_sweep
 
 __version__ = version("maskstudy")  # the installed distribution's, from pyproject.toml
 
+_API = {
+    "open_run": "maskstudy.runs.store",
+    "open_sweep": "maskstudy.runs.sweep",
+    "open_runs": "maskstudy.runs.discover",
+    "branch": "maskstudy.runs.run",
+    "open_openlth": "maskstudy.runs.openlth",
+    "from_pruned_model": "maskstudy.runs.pruned_models",
+}
 __all__ = [
     "open_run",
     "open_sweep",
@@ -20,3 +37,11 @@ __all__ = [
     "from_pruned_model",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'maskstudy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value

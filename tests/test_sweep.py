@@ -328,6 +328,8 @@ def test_bad_slurm_resources_and_executor_are_refused(tmp_path):
     path = write(tmp_path, sweep_text(seeds="[0]"))
     with pytest.raises(ConfigError, match="executor = 'dask'"):
         run_sweep(path, tmp_path / "a", executor="dask", progress=False)
+    args = ["sweep", str(path), "--out", str(tmp_path / "a"), "--executor", "dask"]
+    assert main(args) == 2  # the CLI says so too, in one line (tests/test_bad_input.py's style)
     with pytest.raises(ConfigError, match=r"\[slurm\] resources"):
         run_sweep(
             path,
