@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="run seed")
     r.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="KEY=VALUE",
-        help="override a config field by dotted name, e.g. train.lr=0.01 (repeatable)",
+        help="override a config field by dotted name, e.g. --set train.lr=0.01 levels=3 (several per flag; repeatable)",
     )
     r.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
     r.add_argument("--out", default="runs", help="output directory (default: runs/)")
@@ -60,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="KEY=VALUE",
-        help="override a train.*, data.* or rewind_to field, e.g. rewind_to=500it (repeatable)",
+        help="override a train.*, data.* or rewind_to field, e.g. rewind_to=500it (several per flag; repeatable)",
     )
     b.add_argument(
         "--out", help="where the branch goes (default: the directory holding the parent)"
@@ -98,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", help="cpu, cuda or cuda:N (default: every visible GPU, else cpu)")
     w.add_argument(
         "--slurm",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="KEY=VALUE",
-        help="submitit resource, e.g. timeout_min=120, slurm_partition=gpu (repeatable)",
+        help="submitit resource, e.g. timeout_min=120, slurm_partition=gpu (several per flag; repeatable)",
     )
     w.add_argument("--cluster", help="submitit cluster: slurm (default when found), local, debug")
     w.add_argument("--extend", action="store_true", help="grow an existing sweep with a new file")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class MaskstudyError(Exception):
     """Base class of every deliberate maskstudy error."""
@@ -17,3 +20,15 @@ class DataError(MaskstudyError, ValueError):
 
 class StoreError(MaskstudyError):
     """A run directory is missing, damaged, or holds another config."""
+
+
+def did_you_mean(name: object, valid: Iterable[str]) -> str:
+    """ " (did you mean 'x' or 'y'?)" for the valid names closest to a mistyped ``name``; ""
+    when none is close. Matching ignores case and treats '-' and '_' alike."""
+    options = list(valid)
+    key = str(name).lower().replace("-", "_")
+    folded = {o.lower().replace("-", "_"): o for o in options}
+    close = difflib.get_close_matches(key, list(folded), n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(folded[c]) for c in close) + "?)"

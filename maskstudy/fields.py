@@ -9,14 +9,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from maskstudy.errors import ConfigError
+from maskstudy.errors import ConfigError, did_you_mean
 from maskstudy.registry import Registry
 
 
 def choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
     """ConfigError unless ``value`` is one of ``allowed``."""
     if value not in allowed:
-        raise ConfigError(f"{name} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+        raise ConfigError(
+            f"{name} = {value!r} is not allowed{did_you_mean(value, allowed)}; "
+            f"choose one of: {', '.join(allowed)}"
+        )
 
 
 def registered(registry: Registry, value: str, name: str) -> None:

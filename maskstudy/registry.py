@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from maskstudy.errors import ConfigError
+from maskstudy.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -31,7 +31,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                f"valid {self.kind}s: {', '.join(self.names())}"
             )
         return self._entries[name]
 

@@ -607,3 +607,24 @@ def test_a_sweep_names_every_config_error_with_its_runs_before_training(tmp_path
         runs = err.splitlines()[err.splitlines().index(line) + 1]
         assert runs == f"  runs (2): {ids[2 * i]}, {ids[2 * i + 1]}"
     assert ids[0] not in err and ids[1] not in err  # the healthy runs
+
+
+@pytest.mark.parametrize(
+    "overrides, hint",
+    [
+        ({"train.lr_": 0.1}, "did you mean 'train.lr'"),
+        ({"prune.criterion": "magnitde"}, "did you mean 'magnitude'?"),
+        ({"prune.scope": "Global"}, "did you mean 'global'?"),
+        ({"model.name": "lenet_300_100"}, "did you mean 'lenet300_100'?"),
+        ({"data.name": "fashion-mnist"}, "did you mean 'fashion_mnist'?"),
+    ],
+)
+def test_unknown_names_suggest_the_nearest_valid_ones(overrides, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        RunConfig().replace(overrides)
+
+
+def test_no_suggestion_when_nothing_is_close():
+    with pytest.raises(ConfigError) as error:
+        RunConfig().replace({"prune.criterion": "xyzzy"})
+    assert "did you mean" not in str(error.value)

@@ -183,8 +183,11 @@ def test_cli_runs_a_preset_and_prints_the_directory(tmp_path, capsys):
         "1",
         "--set",
         "train.batch_size=200",
+        "prune.amount=0.3",  # several after one flag
         "--out",
         str(tmp_path),
+        "--set",
+        "seed=4",  # and the flag again
         "--quiet",
     ]
     assert main(args) == 0
@@ -193,6 +196,7 @@ def test_cli_runs_a_preset_and_prints_the_directory(tmp_path, capsys):
     r = open_run(path)
     assert r.levels == [0, 1]
     assert r.config.train.batch_size == 200 and r.config.data.name == "digits"
+    assert r.config.prune.amount == 0.3 and r.config.seed == 4
     info = json.loads((r.path / "config.json").read_text())
     assert info["versions"]["torch"] == torch.__version__
 

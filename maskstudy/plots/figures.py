@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from maskstudy.analysis.embedding import MIN_RUNS, mask_embedding
 from maskstudy.analysis.report import TABLES, varying_fields
-from maskstudy.errors import ConfigError, StoreError
+from maskstudy.errors import ConfigError, StoreError, did_you_mean
 from maskstudy.plots.accuracy import accuracy_vs_remaining
 from maskstudy.plots.density import density_vs_level
 from maskstudy.plots.embedding import mask_map
@@ -319,7 +319,8 @@ def draw_figures(
     names = list(FIGURES) if names is None else list(names)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
-        raise ConfigError(f"unknown figures {unknown}; choose from: {', '.join(FIGURES)}")
+        hints = "".join(did_you_mean(n, FIGURES) for n in unknown)
+        raise ConfigError(f"unknown figures {unknown}{hints}; choose from: {', '.join(FIGURES)}")
     done = [run for run in runs if run.levels]
     if not done:
         raise StoreError("no completed level in these runs: nothing to draw yet")

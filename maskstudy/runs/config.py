@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from maskstudy.data.config import DataConfig
-from maskstudy.errors import ConfigError
+from maskstudy.errors import ConfigError, did_you_mean
 from maskstudy.eval.config import AttackConfig
 from maskstudy.fields import choice, integer_in, positive
 from maskstudy.models.config import ModelConfig
@@ -208,7 +208,8 @@ def _non_default(cfg: Any) -> dict[str, Any]:
 
 
 def _unknown_field(path: str, cls: type) -> str:
-    return f"unknown config field {path!r}; valid fields: {', '.join(field_paths(cls))}"
+    valid = field_paths(cls)
+    return f"unknown config field {path!r}{did_you_mean(path, valid)}; valid fields: {', '.join(valid)}"
 
 
 def field_paths(cls: type = RunConfig, prefix: str = "") -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from maskstudy.errors import ConfigError
+from maskstudy.errors import ConfigError, did_you_mean
 from maskstudy.runs.config import (
     AttackConfig,
     DataConfig,
@@ -260,5 +260,8 @@ PRESETS: dict[str, Preset] = {
 
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(
+            f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
+            f"presets: {', '.join(sorted(PRESETS))}"
+        )
     return PRESETS[name].config

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from maskstudy.errors import ConfigError, MaskstudyError, StoreError
+from maskstudy.errors import ConfigError, MaskstudyError, StoreError, did_you_mean
 from maskstudy.files import is_temp_file, write_atomic
 from maskstudy.runs.branch import branch_config, waiting_for
 from maskstudy.runs.config import RunConfig, current_path
@@ -169,7 +169,8 @@ def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
     unknown = sorted(set(spec) - set(TOP_LEVEL))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown top-level key(s) {unknown}; allowed: {', '.join(TOP_LEVEL)}"
+            f"{where}: unknown top-level key(s) {unknown}"
+            f"{''.join(did_you_mean(k, TOP_LEVEL) for k in unknown)}; allowed: {', '.join(TOP_LEVEL)}"
         )
     preset = spec.get("preset")
     if preset is not None and not isinstance(preset, str):
@@ -209,7 +210,9 @@ def _branch_tables(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         unknown = sorted(set(table) - set(BRANCH_KEYS))
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {unknown} in [branches]; allowed: {', '.join(BRANCH_KEYS)}"
+                f"{where}: unknown key(s) {unknown} in [branches]"
+                f"{''.join(did_you_mean(k, BRANCH_KEYS) for k in unknown)}; "
+                f"allowed: {', '.join(BRANCH_KEYS)}"
             )
         kinds = table.get("kinds")
         if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
