@@ -14,12 +14,14 @@ import torch
 
 from maskstudy import open_sweep
 from maskstudy.cli import main
+from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs import lock
 from maskstudy.runs.executors import Ray, available_devices, run_sweep
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
 from maskstudy.runs.tasks import plan_tasks
+from maskstudy.train import evaluate
 
 BASE = """
 levels = 2
@@ -156,6 +158,26 @@ def test_sweep_runs_everything_into_ordinary_run_dirs(done_sweep):
     assert len(sweep.runs) == 4 and all(r.levels == [0, 1, 2] for r in sweep.runs)
     status = sweep.status()
     assert list(status["state"]) == ["done"] * 4 and list(status["levels"]) == ["3/3"] * 4
+
+
+def test_select_picks_runs_by_column_and_a_run_gives_its_ready_model(done_sweep):
+    sweep = open_sweep(done_sweep[0] / "out")
+    magnitude = sweep.select(criterion="magnitude")
+    assert [r.config.prune.criterion for r in magnitude] == ["magnitude"] * 2
+    assert [r.config.seed for r in sweep.select(criterion="random", seed=1)] == [1]
+    assert len(sweep.select(seed=[0, 1], prune__scope="layer")) == 4
+    with pytest.raises(ConfigError, match="no column 'critrion' \\(did you mean 'criterion'"):
+        sweep.select(critrion="magnitude")
+    run = sweep.select(criterion="magnitude", seed=0)[0]
+    net = run.model(2)  # the level's weights, its mask applied, eval mode
+    assert not net.training
+    params = dict(net.named_parameters())
+    for name, m in run.mask(2).items():
+        assert (
+            torch.equal(params[name].detach(), run.weights(2)[name]) and not params[name][~m].any()
+        )
+    _, accuracy = evaluate(net, from_config(run.config.data).test)
+    assert accuracy == run.level_metrics(2)["test_acc"]  # what the level recorded
 
 
 def test_frame_is_one_row_per_run_and_level_with_config_columns(done_sweep):

@@ -320,7 +320,10 @@ def run_group(
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
-        store = create_run(path, c, parent)  # only now: a config that cannot run leaves nothing
+        inputs = (data.input_shape, data.num_classes)
+        store = create_run(
+            path, c, parent, inputs
+        )  # only now: a config that cannot run leaves nothing
         if parent is not None:
             check_parent_unchanged(store, parent)
         for leftover in temp_files(path):  # from writes killed before their rename

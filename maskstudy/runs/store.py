@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.files import (
     digest,
@@ -37,7 +39,8 @@ from maskstudy.files import (
     write_atomic,
     write_json,
 )
-from maskstudy.masks import Mask
+from maskstudy.masks import Mask, apply_mask_
+from maskstudy.models import build
 from maskstudy.pruning.drop import revived_start
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.gradual import UPDATES_FILE, unpack_updates
@@ -190,6 +193,24 @@ class Run:
             return self._level_tensors(level, START_FILE, "start")
         return inherited_start(self, level, self.mask(level))
 
+    def model(
+        self, level: int, which: str = "final", data_root: str | Path | None = None
+    ) -> nn.Module:
+        """The network of ``level`` ready to use: ``weights(level, which)`` loaded, the level's
+        mask applied, in eval mode, on the CPU. The input shape comes from config.json (runs
+        before it was recorded load their dataset's shape from ``data_root``)."""
+        record = self.info.get("inputs")
+        if record is None:
+            data = from_config(self.config.data, data_root)
+            shape, classes = data.input_shape, data.num_classes
+        else:
+            shape, classes = tuple(record["shape"]), int(record["classes"])
+        m = self.config.model
+        net = build(m.name, shape, classes, init=m.init, width=m.width, seed=self.config.seed)
+        net.load_state_dict(self.weights(level, which))
+        apply_mask_(net, self.mask(level))
+        return net.eval()
+
     def mask_updates(self, level: int) -> list[tuple[int, Mask]]:
         """(step, mask) of every mask update inside a gradual level's training; [] otherwise."""
         if UPDATES_FILE not in self._done(level)["files"]:
@@ -340,10 +361,17 @@ def _parent_record(run_dir: Path, parent: Run) -> dict[str, Any]:
     return {"run_id": parent.run_id, "path": where, "masks": {}}
 
 
-def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
+def create_run(
+    run_dir: Path,
+    cfg: RunConfig,
+    parent: Run | None = None,
+    inputs: tuple[tuple[int, ...], int] | None = None,
+) -> Run:
     """Create ``run_dir`` for ``cfg``, or reopen it if it holds the same config (levels may differ).
 
-    A directory holding another config is never touched: StoreError.
+    ``inputs`` (the data's input shape and class count) is recorded so that ``Run.model`` can
+    build the network without loading the data. A directory holding another config is never
+    touched: StoreError.
     """
     run_dir = Path(run_dir)
     info_path = run_dir / CONFIG_FILE
@@ -364,6 +392,9 @@ def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
                 run.info["config"]["branch"]["first"] = first
             write_json(info_path, run.info)
             run.config = RunConfig.from_dict(run.info["config"])
+        if inputs is not None and "inputs" not in run.info:  # a run from before the record
+            run.info["inputs"] = _inputs_record(inputs)
+            write_json(info_path, run.info)
         return run
     others = [
         p  # a lock, an error record and temp files of a killed first write are ours
@@ -383,12 +414,18 @@ def create_run(run_dir: Path, cfg: RunConfig, parent: Run | None = None) -> Run:
         "config": cfg.to_dict(),
         **({"parent": _parent_record(run_dir, parent)} if parent is not None else {}),
         "seed": cfg.seed,
+        **({"inputs": _inputs_record(inputs)} if inputs is not None else {}),
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {},
     }
     write_json(info_path, info)
     return Run(run_dir)
+
+
+def _inputs_record(inputs: tuple[tuple[int, ...], int]) -> dict[str, Any]:
+    shape, classes = inputs
+    return {"shape": list(shape), "classes": int(classes)}
 
 
 def record_parent_mask(run: Run, level: int) -> None:

@@ -45,7 +45,7 @@ from maskstudy.runs.lock import run_state
 from maskstudy.runs.presets import get_preset
 from maskstudy.runs.run import preflight
 from maskstudy.runs.store import Run, is_run_dir
-from maskstudy.runs.table import runs_frame
+from maskstudy.runs.table import config_columns, runs_frame
 
 SWEEP_FILE = "sweep.toml"
 TOP_LEVEL = (
@@ -306,6 +306,24 @@ class Sweep:
         dirs = [self.path / c.run_id() for c in self.spec.configs]
         return [Run(d) for d in dirs if is_run_dir(d)]
 
+    def select(self, **where: Any) -> list[Run]:
+        """The started runs whose columns match: ``select(criterion="magnitude", regime="rewind",
+        seed=0)``; a key is a column of ``frame()`` (an alias such as criterion, regime, seed,
+        model, dataset, or a dotted field with ``.`` written ``__``: ``train__lr=0.1``); a list
+        or tuple value matches any of its items."""
+        chosen = []
+        for run in self.runs:
+            columns = config_columns(run)
+            for key in where:
+                if key.replace("__", ".") not in columns:
+                    raise ConfigError(
+                        f"select: no column {key!r}{did_you_mean(key, columns)}; columns: "
+                        f"{', '.join(c for c in columns if '.' not in c)} and the dotted fields"
+                    )
+            if all(_matches(columns[k.replace("__", ".")], v) for k, v in where.items()):
+                chosen.append(run)
+        return chosen
+
     def frame(self, long: bool = False) -> pd.DataFrame:
         """One row per (run, level) with config columns; ``long``: one row per (run, level, layer)."""
         frame = runs_frame(self.runs)
@@ -359,6 +377,10 @@ def _waiting(cfg: RunConfig, run_dir: Path, state: str, detail: str) -> tuple[st
     except MaskstudyError as error:  # a damaged parent: its own row says so
         return state, f"parent unreadable: {error}"
     return ("waiting", f"for levels {missing} of its parent") if missing else (state, detail)
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    return value in wanted if isinstance(wanted, (list, tuple)) else value == wanted
 
 
 def _field(cfg: RunConfig, path: str) -> Any:
