@@ -568,7 +568,9 @@ def test_bad_imports_say_what_to_do():
         state = from_pruned_model(a).weights(0)
         del state["fc3.bias"]
         from_pruned_model(a, trained=state)
-    with pytest.raises(ConfigError, match="unknown model 'lenet9'; valid models: "):
+    with pytest.raises(
+        ConfigError, match="unknown model 'lenet9' \\(did you mean 'lenet5'\\?\\); valid models: "
+    ):
         from_pruned_model(a, config={"model.name": "lenet9"})
     with pytest.raises(ConfigError, match="2 models, 1 names"):
         runs_from_pruned_models([a, b], names=["x"])

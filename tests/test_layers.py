@@ -35,7 +35,7 @@ DEFERRED = {("cli", "commands")}
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # Inside runs/, bottom to top: configuration, the store, run orchestration, sweeps.
 RUNS = [
-    ("regimes", "config", "presets", "runlike"),
+    ("regimes", "config", "presets", "runlike", "progress"),
     ("store", "gradual", "lock", "table"),
     ("checks", "scoring", "scratch", "branch", "run", "foreign", "openlth", "pruned_models"),
     ("sweep", "verify", "discover", "tasks", "executors"),

@@ -1,6 +1,7 @@
 """The iterative pruning loop end to end on a small synthetic problem: what lands on disk."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -313,3 +314,20 @@ def test_a_refused_config_leaves_no_directory_behind(tmp_path):
     with pytest.raises(ConfigError):
         run(small(rewind_to="1000ep"), tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_in_a_log_each_level_is_one_line_not_a_bar(tmp_path):
+    """stderr not a terminal (Slurm logs, pipes): one line per level, never a \\r bar update."""
+    import subprocess
+    import sys
+
+    args = ["run", "--preset", "lenet300_digits", "--levels", "2", "--epochs", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "maskstudy.cli", *args, "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if " level " in line]
+    pattern = r"lenet300_100-digits-magnitude-rewind-s0-\w+ level (\d): [\d.]+ % remaining, test acc [\d.]+ %, [\d.]+ s"
+    assert [re.fullmatch(pattern, line).group(1) for line in lines] == ["0", "1", "2"]

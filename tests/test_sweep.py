@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_preset_is_the_base_and_nested_tables_equal_dotted_keys():
 @pytest.mark.parametrize(
     "text,match",
     [
-        ("seed = [1]", r"unknown top-level key\(s\) \['seed'\]; allowed: preset"),
+        ("seed = [1]", r"key\(s\) \['seed'\] \(did you mean 'seeds'\?\); allowed: preset"),
         ("[grid]\nregime = 'rewind'", "axis 'regime' must be a non-empty list"),
         (
             "[[tied]]\nregime = ['rewind', 'finetune']\nseed = [1]",
@@ -178,6 +179,22 @@ def test_select_picks_runs_by_column_and_a_run_gives_its_ready_model(done_sweep)
         )
     _, accuracy = evaluate(net, from_config(run.config.data).test)
     assert accuracy == run.level_metrics(2)["test_acc"]  # what the level recorded
+
+
+def test_a_sweep_logs_one_line_per_completed_level_when_not_on_a_terminal(tmp_path):
+    path = write(tmp_path, sweep_text(CRITERIA_GRID, seeds="[0]"))
+    done = subprocess.run(
+        [sys.executable, "-m", "maskstudy.cli", "sweep", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    lines = sorted(line for line in done.stderr.splitlines() if " level " in line)
+    assert len(lines) == 2 * 3  # 2 runs × levels 0–2, each once
+    assert all(
+        re.fullmatch(r"\S+ level \d: [\d.]+ % remaining, test acc [\d.]+ %, [\d.]+ s", x)
+        for x in lines
+    )
 
 
 def test_frame_is_one_row_per_run_and_level_with_config_columns(done_sweep):

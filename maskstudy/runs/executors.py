@@ -24,7 +24,8 @@ from tqdm import tqdm
 from maskstudy.errors import ConfigError, MaskstudyError
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
-from maskstudy.runs.store import levels_done
+from maskstudy.runs.progress import interactive, report_level
+from maskstudy.runs.store import Run, levels_done
 from maskstudy.runs.sweep import prepare_sweep_dir
 from maskstudy.runs.tasks import execute_task, plan_tasks
 from maskstudy.runs.verify import record_sweep
@@ -173,18 +174,23 @@ EXECUTORS = {"local": Local, "slurm": Slurm, "ray": Ray}
 
 
 class _Progress:
-    """One bar over every level of the sweep, fed by polling DONE files (works for any executor)."""
+    """One bar over every level of the sweep, fed by polling DONE files (works for any executor);
+    in a log, one line per level completed during this call instead (runs/progress.py)."""
 
     def __init__(self, out: Path, configs: Sequence[RunConfig], enabled: bool) -> None:
         self.dirs = [(out / c.run_id(), len(c.level_range())) for c in configs]
         self.enabled = enabled
+        self.lines = enabled and not interactive()
+        self.reported = {d: set(_levels_listed(d)) for d, _ in self.dirs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _done(self) -> list[int]:
-        return [min(_levels_shown(d), n) for d, n in self.dirs]
+        return [min(len(_levels_listed(d)), n) for d, n in self.dirs]
 
     def update(self) -> None:
+        if self.lines:
+            self._report_new_levels()
         done = self._done()
         finished = sum(x == n for x, (_, n) in zip(done, self.dirs, strict=True))
         self.bar.update(sum(done) - self.bar.n)
@@ -202,7 +208,7 @@ class _Progress:
             initial=sum(self._done()),
             desc="sweep",
             unit="level",
-            disable=not self.enabled,
+            disable=not self.enabled or self.lines,
         )
         self._thread.start()
         return self
@@ -213,13 +219,23 @@ class _Progress:
         self.update()
         self.bar.close()
 
+    def _report_new_levels(self) -> None:
+        for run_dir, _ in self.dirs:
+            for level in sorted(set(_levels_listed(run_dir)) - self.reported[run_dir]):
+                self.reported[run_dir].add(level)
+                try:
+                    metrics = Run(run_dir).level_metrics(level)
+                except (MaskstudyError, OSError):
+                    continue  # damaged: its task reports it
+                report_level(run_dir.name, level, metrics)
 
-def _levels_shown(run_dir: Path) -> int:
-    """levels_done for the progress bar: a damaged run directory counts 0 (its task reports it)."""
+
+def _levels_listed(run_dir: Path) -> list[int]:
+    """levels_done, [] for a damaged or missing run directory (its task reports it)."""
     try:
-        return len(levels_done(run_dir))
+        return levels_done(run_dir)
     except (MaskstudyError, OSError):
-        return 0
+        return []
 
 
 def run_sweep(

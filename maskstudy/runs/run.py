@@ -48,6 +48,7 @@ from maskstudy.runs.lock import (
     exclusive,
     record_divergence,
 )
+from maskstudy.runs.progress import interactive, report_level
 from maskstudy.runs.regimes import FRESH_EACH_LEVEL
 from maskstudy.runs.scoring import saliency_level
 from maskstudy.runs.scratch import Budget, flops_metrics, level_budget, same_budget
@@ -416,7 +417,7 @@ def train_together(
             seeds=[derive_seed(m.cfg.seed, "data") for m in members],
             start_step=start_step,
             snapshot_step=rewind_at if level == 0 and rewind_at > 0 else None,
-            progress=label if progress else None,
+            progress=label if progress and interactive() else None,
             update_masks=hook,
             checkpoints=level_checkpoints(members, level),
         )
@@ -448,6 +449,8 @@ def train_together(
             start=fresh,
             extra_files=level_files.get(m.store.path),
         )
+        if progress and not interactive():  # a log: one line per level instead of a bar
+            report_level(m.store.run_id, level, metrics)
 
 
 def level_checkpoints(members: list[Member], level: int) -> LevelCheckpoints | None:

@@ -320,7 +320,7 @@ class Sweep:
                         f"select: no column {key!r}{did_you_mean(key, columns)}; columns: "
                         f"{', '.join(c for c in columns if '.' not in c)} and the dotted fields"
                     )
-            if all(_matches(columns[k.replace("__", ".")], v) for k, v in where.items()):
+            if all(_is_or_in(columns[k.replace("__", ".")], v) for k, v in where.items()):
                 chosen.append(run)
         return chosen
 
@@ -379,7 +379,7 @@ def _waiting(cfg: RunConfig, run_dir: Path, state: str, detail: str) -> tuple[st
     return ("waiting", f"for levels {missing} of its parent") if missing else (state, detail)
 
 
-def _matches(value: Any, wanted: Any) -> bool:
+def _is_or_in(value: Any, wanted: Any) -> bool:
     return value in wanted if isinstance(wanted, (list, tuple)) else value == wanted
 
 
