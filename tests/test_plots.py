@@ -25,7 +25,12 @@ from maskstudy.plots.figures import FIGURES, draw_figures, split_runs
 from maskstudy.plots.overlap import criterion_heatmap, regime_overlap, seed_overlap
 from maskstudy.plots.stability import stability_vs_level, weight_scatter
 from maskstudy.plots.structure import conv_mask_images, dead_units_vs_level, kernel_counts
-from maskstudy.plots.style import criterion_color, method_label, regime_linestyle
+from maskstudy.plots.style import (
+    criterion_color,
+    method_label,
+    regime_color,
+    regime_linestyle,
+)
 from maskstudy.runs.config import PruneConfig, RunConfig
 from maskstudy.runs.discover import open_runs
 
@@ -179,6 +184,21 @@ def test_same_criterion_same_colour_in_every_figure():
     assert acc[label].get_linestyle() == over[label].get_linestyle() == regime_linestyle("rewind")
     other = method_lines(seed_overlap(seed_pairs()).axes[0])[method_label("random", "rewind")]
     assert to_rgb(other.get_color()) != to_rgb(over[label].get_color())
+
+
+def test_one_criterion_colours_its_regimes_apart_in_line_and_legend():
+    """A ticket and its controls (one criterion): each regime its own colour as well as its
+    dashes, the same in the lines and the legend."""
+    table = runs_table()
+    table = table[table["criterion"] == "magnitude"]
+    fig = accuracy_vs_remaining(table)
+    lines = method_lines(fig.axes[0])
+    colours = {label: to_rgb(line.get_color()) for label, line in lines.items()}
+    assert len(set(colours.values())) == len(colours) == len(REGIMES)
+    rewind = method_label("magnitude", "rewind")
+    assert colours[rewind] == pytest.approx(regime_color("rewind"))
+    legend = {h.get_label(): to_rgb(h.get_color()) for h in fig.legends[0].legend_handles}
+    assert all(legend[label] == colours[label] for label in lines)
 
 
 # --- P3 ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from maskstudy.plots.bands import mean_band
 from maskstudy.plots.style import (
     DENSE,
     apply_style,
+    colour_by_regime,
     method_legend,
     method_line,
     methods,
@@ -50,11 +51,12 @@ def accuracy_vs_remaining(
     stats = mean_band(frame, metric, keys, band)
     x = frame.groupby(keys)["percent_remaining"].mean().rename("x").reset_index()
     stats = stats.merge(x, on=keys)
+    by_regime = colour_by_regime(stats)
     for criterion, regime in methods(stats):
         g = stats[(stats["criterion"] == criterion) & (stats["regime"] == regime)]
         g = g.sort_values("level")
         spread = None if band == "none" else (scale * g["lo"], scale * g["hi"])
-        method_line(ax, g["x"], scale * g["mean"], criterion, regime, spread)
+        method_line(ax, g["x"], scale * g["mean"], criterion, regime, spread, by_regime=by_regime)
     dense = frame.loc[(frame["level"] == 0) & (frame["percent_remaining"] == 100), metric].dropna()
     if len(dense):
         ax.axhline(scale * dense.mean(), **DENSE, label="dense", zorder=1)

@@ -28,6 +28,7 @@ from maskstudy.plots.style import (
     WHOLE,
     apply_style,
     chance_line,
+    colour_by_regime,
     criterion_color,
     layer_label,
     legend_below,
@@ -144,6 +145,7 @@ def seed_overlap(
     columns = 3 if len(metrics) == 1 else len(metrics)
     fig, axes = panel_grid(len(panels), columns, sharey=False)
     first: dict[str, Axes] = {}
+    by_regime = colour_by_regime(rows)
     for ax, (_, _, metric) in zip(axes, panels, strict=True):  # share before any data
         if metric in first:
             ax.sharey(first[metric])
@@ -152,7 +154,7 @@ def seed_overlap(
         data = rows[rows["layer"] == layer]
         if method is not None:
             data = data[(data["criterion"] == method[0]) & (data["regime"] == method[1])]
-        _method_curves(ax, data, metric, band)
+        _method_curves(ax, data, metric, band, by_regime)
         title = layer_label(layer)
         ax.set_title(title if method is None else f"{method_label(*method)}\n{title}")
         if len(metrics) > 1 or i % columns == 0:
@@ -162,13 +164,13 @@ def seed_overlap(
     return fig
 
 
-def _method_curves(ax, data: pd.DataFrame, metric: str, band: str) -> None:
+def _method_curves(ax, data: pd.DataFrame, metric: str, band: str, by_regime: bool) -> None:
     """Each criterion × regime of ``data`` as mean ± band over pairs, and its chance line."""
     stats = mean_band(data, metric, ["criterion", "regime", "level"], band)
     for criterion, regime in methods(stats):
         g = stats[(stats["criterion"] == criterion) & (stats["regime"] == regime)]
         spread = None if band == "none" else (g["lo"], g["hi"])
-        method_line(ax, g["level"], g["mean"], criterion, regime, spread)
+        method_line(ax, g["level"], g["mean"], criterion, regime, spread, by_regime=by_regime)
     _draw_chance(ax, data, metric)
 
 

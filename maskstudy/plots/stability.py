@@ -18,6 +18,7 @@ from maskstudy.plots.style import (
     DOUBLE_COLUMN,
     WHOLE,
     apply_style,
+    colour_by_regime,
     criterion_color,
     layer_label,
     legend_below,
@@ -61,12 +62,13 @@ def stability_vs_level(
     need_rows(rows, f"no pruned level (level > 0) for layer {layer!r}")
     apply_style()
     fig, axes = panel_grid(len(metrics), 3, sharey=False)
+    by_regime = colour_by_regime(rows)
     for ax, metric in zip(axes, metrics, strict=True):
         stats = mean_band(rows, metric, ["criterion", "regime", "level"], band)
         for criterion, regime in methods(stats):
             g = stats[(stats["criterion"] == criterion) & (stats["regime"] == regime)]
             spread = None if band == "none" else (g["lo"], g["hi"])
-            method_line(ax, g["level"], g["mean"], criterion, regime, spread)
+            method_line(ax, g["level"], g["mean"], criterion, regime, spread, by_regime=by_regime)
         ax.set_title(METRIC_LABELS.get(metric, metric))
         level_axis(ax)
     if layer != WHOLE:

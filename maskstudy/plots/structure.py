@@ -22,11 +22,12 @@ from maskstudy.plots.style import (
     REGIMES,
     apply_style,
     chance_line,
-    criterion_color,
+    colour_by_regime,
     layer_label,
     legend_below,
     legend_rows,
     level_axis,
+    method_color,
     method_line,
     methods,
     need_columns,
@@ -174,10 +175,11 @@ def dead_units_vs_level(
     for top, bottom in zip(tops[1:], bottoms[1:], strict=True):  # share before any data
         top.sharey(tops[0])
         bottom.sharey(bottoms[0])
+    by_regime = colour_by_regime(means)
     for unit, top, bottom in zip(present, tops, bottoms, strict=True):
         data = means[means["unit"] == unit]
-        _fraction_panel(top, data)
-        _index_panel(bottom, data, 10**low)
+        _fraction_panel(top, data, by_regime)
+        _index_panel(bottom, data, 10**low, by_regime)
         top.set_title(UNIT_LABELS.get(unit, unit))
     bottoms[0].set_ylim(10**low, 10**high)
     tops[0].set_ylabel("fraction dead")
@@ -195,10 +197,10 @@ def dead_units_vs_level(
     return fig
 
 
-def _fraction_panel(ax, data: pd.DataFrame) -> None:
+def _fraction_panel(ax, data: pd.DataFrame, by_regime: bool) -> None:
     for criterion, regime in methods(data):
         g = data[(data["criterion"] == criterion) & (data["regime"] == regime)]
-        method_line(ax, g["level"], g["fraction"], criterion, regime)
+        method_line(ax, g["level"], g["fraction"], criterion, regime, by_regime=by_regime)
     chances = data.groupby(["criterion", "regime"])
     drawn: list[np.ndarray] = []
     for _, g in chances:  # one dashed chance line per distinct curve (densities may differ)
@@ -209,14 +211,16 @@ def _fraction_panel(ax, data: pd.DataFrame) -> None:
     ax.set_ylim(-0.03, 1.03)
 
 
-def _index_panel(ax, data: pd.DataFrame, floor: float) -> None:
+def _index_panel(ax, data: pd.DataFrame, floor: float, by_regime: bool) -> None:
     """Structure index per method on a log axis; index 0 (nothing dead) as ▼ at ``floor``,
     spread a little sideways so that coinciding methods stay visible."""
     drawn = methods(data)
     for i, (criterion, regime) in enumerate(drawn):
         g = data[(data["criterion"] == criterion) & (data["regime"] == regime)]
         shown = g[np.isfinite(g["log10_index"])]
-        method_line(ax, shown["level"], 10 ** shown["log10_index"], criterion, regime)
+        method_line(
+            ax, shown["level"], 10 ** shown["log10_index"], criterion, regime, by_regime=by_regime
+        )
         none = g[np.isneginf(g["log10_index"])]
         if none.empty:  # an empty unclipped line would still stretch the layout to (0, 0)
             continue
@@ -226,7 +230,7 @@ def _index_panel(ax, data: pd.DataFrame, floor: float) -> None:
             ls="",
             marker="v",
             ms=3.5,
-            color=criterion_color(criterion),
+            color=method_color(criterion, regime, by_regime),
             clip_on=False,
         )
     chance_line(ax, [], 1.0)

@@ -100,6 +100,32 @@ def regime_linestyle(regime: str) -> str | tuple[int, tuple[int, ...]]:
     return _LINESTYLES.get(regime, "-")
 
 
+# Regime colours (figures of one criterion) as palette indices, chosen so that the methods
+# shown together stay apart: the ticket blue, its controls vermillion / green / purple, the
+# fine-tuning family orange / brown / sky blue, Rethinking's scratch baselines pink / yellow
+# (grey is left to the dense and chance lines).
+_REGIME_COLOURS = {
+    "rewind": 0, "reinit": 3, "random_mask": 2, "shuffle": 4, "finetune": 1, "lr_rewind": 5,
+    "reinit_prune": 9, "scratch_e": 6, "scratch_b": 8,
+}  # fmt: skip
+
+
+def regime_color(regime: str) -> tuple[float, float, float]:
+    """A regime's colour, for figures of one criterion: fixed for the known ones."""
+    index = _REGIME_COLOURS.get(regime, 10 + sum(map(ord, regime)) % (len(_PALETTE) - 10))
+    return _PALETTE[index]
+
+
+def colour_by_regime(frame: pd.DataFrame) -> bool:
+    """Whether a figure's methods differ only in their regime: then each regime gets its own
+    colour as well as its line style (one colour for all would leave only the dashes)."""
+    return frame["criterion"].nunique() == 1 and frame["regime"].nunique() > 1
+
+
+def method_color(criterion: str, regime: str, by_regime: bool) -> tuple[float, float, float]:
+    return regime_color(regime) if by_regime else criterion_color(criterion)
+
+
 def ordered(values: Iterable[Any], known: Sequence[str] = ()) -> list[Any]:
     """Distinct ``values``: the ``known`` names first in their order, then the rest sorted."""
     distinct = set(values)
@@ -189,9 +215,11 @@ def method_line(
     regime: str,
     band: tuple[Sequence[float], Sequence[float]] | None = None,
     marker: str = "o",
+    by_regime: bool = False,
 ) -> Line2D:
-    """A method's line in its criterion colour and regime style, with an optional shaded band."""
-    color = criterion_color(criterion)
+    """A method's line in its criterion colour (its regime's with ``by_regime``: see
+    :func:`colour_by_regime`) and regime style, with an optional shaded band."""
+    color = method_color(criterion, regime, by_regime)
     (line,) = ax.plot(
         x,
         y,
@@ -214,7 +242,19 @@ def legend_rows(
     criteria: Sequence[str], regimes: Sequence[str], chance: bool = False, dense: bool = False
 ) -> list[list[Line2D]]:
     """Legend proxies in rows: one colour per criterion, one line style per regime (named on
-    the criterion entries when there is a single regime), then the chance / dense references."""
+    the criterion entries when there is a single regime; one entry per regime, in its colour
+    and style, when there is a single criterion), then the chance / dense references."""
+    references = [Line2D([], [], **CHANCE, label="chance")] if chance else []
+    references += [Line2D([], [], **DENSE, label="dense")] if dense else []
+    if len(criteria) == 1 and len(regimes) > 1:
+        entries = [
+            Line2D(
+                [], [], color=regime_color(r), ls=regime_linestyle(r), lw=1.2,
+                label=method_label(criteria[0], r),
+            )
+            for r in regimes
+        ]  # fmt: skip
+        return [entries, references]
     colours = [Line2D([], [], color=criterion_color(c), lw=1.5, label=c) for c in criteria]
     styles = [
         Line2D([], [], color="0.15", ls=regime_linestyle(r), lw=1.2, label=r) for r in regimes
@@ -224,8 +264,6 @@ def legend_rows(
             h.set_label(method_label(h.get_label(), regimes[0]))
             h.set_linestyle(regime_linestyle(regimes[0]))
         styles = []
-    references = [Line2D([], [], **CHANCE, label="chance")] if chance else []
-    references += [Line2D([], [], **DENSE, label="dense")] if dense else []
     if len(styles) + len(references) <= MAX_LEGEND_COLUMNS:
         return [colours, styles + references]
     return [colours, styles, references]
