@@ -1,6 +1,7 @@
 """Mask analysis: overlap with chance baselines, conv structure, weight stability, embeddings.
 
-Import the modules: ``from maskstudy.analysis import overlap, structure, stability``.
+Import the modules: ``from maskstudy.analysis import overlap, structure, structure_tests,
+stability``.
 Non-nested (Drop Pruning) trajectories: ``revival_table``, ``flip_table``, ``flip_counts``.
 """
 

@@ -1,0 +1,104 @@
+"""Permutation and χ² tests of emergent structure, and resemblance to structured pruning, against
+independent references: scipy.stats, hand counts and Monte-Carlo."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from maskstudy.analysis.structure_tests import (
+    dead_unit_test,
+    kernel_count_test,
+    structured_resemblance,
+)
+from maskstudy.errors import ConfigError
+from maskstudy.pruning import prune
+
+
+def random_mask(shape, density: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    flat = np.zeros(int(np.prod(shape)), dtype=bool)
+    flat[: round(density * flat.size)] = True
+    return rng.permutation(flat).reshape(shape)
+
+
+def filter_mask(shape, dead_filters: int, density: float, seed: int) -> np.ndarray:
+    """``dead_filters`` whole filters pruned, the rest pruned at random to ``density`` overall."""
+    m = np.zeros(shape, dtype=bool)
+    alive = shape[0] - dead_filters
+    m[dead_filters:] = random_mask((alive, *shape[1:]), density * shape[0] / alive, seed)
+    return m
+
+
+def test_dead_filters_beyond_chance_are_significant_and_chance_ones_are_not():
+    structured = filter_mask((32, 16, 3, 3), dead_filters=8, density=0.3, seed=1)
+    result = dead_unit_test(structured, "filter", permutations=199, seed=0)
+    assert result["dead"] == 8 and result["groups"] == 32
+    assert result["random_max"] == 0 and result["p_value"] == 1 / 200  # none dead by chance
+    chance = dead_unit_test(random_mask((16, 4, 3, 3), 0.1, seed=2), "filter", 199, seed=0)
+    assert chance["p_value"] > 0.05
+    # the exact chance mean against the permutations' mean (1/√199 Monte-Carlo error)
+    assert chance["random_mean"] == pytest.approx(chance["expected"], rel=0.15)
+
+
+def test_kernel_count_chi2_matches_scipy_on_the_pooled_bins():
+    m = random_mask((20, 10, 3, 3), 0.4, seed=3)
+    result = kernel_count_test(m, permutations=199, seed=0)
+    # independent reference: the histogram and the Hypergeometric law from scipy
+    alive = m.reshape(200, 9).sum(axis=1)
+    counts = np.bincount(alive, minlength=10)
+    expected = 200 * stats.hypergeom.pmf(np.arange(10), m.size, int(m.sum()), 9)
+    obs, exp, o, e = [], [], 0, 0.0
+    for a in range(10):  # pool consecutive counts until each bin expects >= 5 kernels
+        o, e = o + counts[a], e + expected[a]
+        if e >= 5:
+            obs.append(o), exp.append(e)
+            o, e = 0, 0.0
+    obs[-1], exp[-1] = obs[-1] + o, exp[-1] + e
+    chi2, p = stats.chisquare(obs, exp, sum_check=False)
+    assert result["bins"] == len(obs) and result["chi2"] == pytest.approx(chi2, rel=1e-9)
+    assert result["p_chi2"] == pytest.approx(p, rel=1e-6)
+    assert result["p_value"] > 0.05  # a random mask follows the chance law
+
+
+def test_all_or_nothing_kernels_are_far_from_chance():
+    kernels = random_mask((20, 10), 0.4, seed=4)  # which kernels live
+    m = np.repeat(kernels[:, :, None, None], 3, axis=2).repeat(3, axis=3)
+    result = kernel_count_test(m, permutations=99, seed=0)
+    assert result["dead_or_full"] == 1.0 and result["p_value"] == 1 / 100
+    assert result["p_chi2"] < 1e-12 and 0.5 < result["tv"] <= 1
+
+
+def test_resemblance_to_ln_structured_by_hand_and_by_hypergeometric_tail():
+    shape = (10, 4, 3, 3)
+    a = np.ones(shape, dtype=bool)
+    a[[0, 1, 2, 3]] = False  # the unstructured mask left filters 0-3 dead
+    b = np.ones(shape, dtype=bool)
+    b[[2, 3, 4]] = False  # the structured one removed filters 2-4
+    r = structured_resemblance(a, b, "filter")
+    assert (r["dead"], r["removed"], r["overlap"]) == (4, 3, 2)
+    assert r["jaccard"] == pytest.approx(2 / 5) and r["expected"] == pytest.approx(1.2)
+    assert r["lift"] == pytest.approx(2 / 1.2)
+    # P(X >= 2) for 3 removed among 10 filters, 4 of them dead: C(4,2)C(6,1)+C(4,3) over C(10,3)
+    assert r["p_value"] == pytest.approx((6 * 6 + 4) / 120)
+    rng = np.random.default_rng(0)  # Monte-Carlo: 3 filters chosen at random
+    hits = [len({2, 3, 4} & set(rng.choice(10, 4, replace=False))) >= 2 for _ in range(20000)]
+    assert np.mean(hits) == pytest.approx(r["p_value"], abs=0.01)
+
+
+def test_resemblance_with_a_real_ln_structured_mask():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(16, 8, 3, 3, generator=g)
+    w[:4] *= 0.05  # four filters of small weights: magnitude kills them, ln_structured too
+    magnitude = prune({"w": w}, None, "magnitude", 0.6)["w"].numpy()
+    structured = prune({"w": w}, None, "ln_structured", 0.25, n=1, dim=0)["w"].numpy()
+    r = structured_resemblance(magnitude, structured, "filter")
+    assert r["removed"] == 4 and r["overlap"] == r["dead"] == 4 and r["lift"] == 4.0
+    with pytest.raises(ConfigError, match="differ in shape"):
+        structured_resemblance(magnitude, structured[:8], "filter")
+    with pytest.raises(ConfigError, match="needs a conv mask"):
+        kernel_count_test(np.ones((4, 4), dtype=bool))
+    with pytest.raises(ConfigError, match="no kernels"):
+        dead_unit_test(np.ones((4, 4), dtype=bool), "kernel")
+    with pytest.raises(ConfigError, match="permutations = 0"):
+        dead_unit_test(magnitude, "filter", permutations=0)
