@@ -30,6 +30,7 @@ from maskstudy.plots.style import (
     method_label,
     regime_color,
     regime_linestyle,
+    study_title,
 )
 from maskstudy.runs.config import PruneConfig, RunConfig
 from maskstudy.runs.discover import open_runs
@@ -421,12 +422,16 @@ def test_runs_split_by_the_fields_figures_do_not_tell_apart():
     runs = [run(scope, seed) for scope in ("layer", "global") for seed in SEEDS]
     groups = split_runs(runs)
     assert [(suffix, title) for suffix, title, _ in groups] == [
-        ("__scope-global", "scope = global"),
-        ("__scope-layer", "scope = layer"),
+        ("__scope-global", "LeNet-300-100 on MNIST, 2 seeds, scope global"),
+        ("__scope-layer", "LeNet-300-100 on MNIST, 2 seeds, scope layer"),
     ]
     assert [[r.config.seed for r in members] for _, _, members in groups] == [[0, 1], [0, 1]]
     same_scope = [run("layer", seed, c) for c in CRITERIA for seed in SEEDS]
-    assert split_runs(same_scope) == [("", "", same_scope)]
+    assert split_runs(same_scope) == [("", "LeNet-300-100 on MNIST, 2 seeds", same_scope)]
+    assert (
+        study_title("conv2", 0.25, "digits", 1)
+        == "Conv-2 (width 0.25) on scikit-learn digits, 1 seed"
+    )
 
 
 # --- draw_figures on a tiny sweep ------------------------------------------------------------

@@ -32,7 +32,7 @@ from maskstudy.plots.structure import (
     conv_mask_images,
     dead_units_vs_level,
 )
-from maskstudy.plots.style import CRITERIA, REGIMES, WHOLE, ordered
+from maskstudy.plots.style import CRITERIA, REGIMES, WHOLE, ordered, study_title
 from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.table import ALIASES, config_columns, flatten, runs_frame
 
@@ -228,7 +228,9 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
     "p1_early_stop": _early_stop,
     "p2_seed_overlap": lambda t: seed_overlap(_pairs(t, "seed", NO_SEEDS)),
     "p2_seed_overlap_layers": _seed_layers,
-    "p3_criterion_heatmap": lambda t: criterion_heatmap(_pairs(t, "prune.criterion", NO_CRITERIA)),
+    "p3_criterion_heatmap": lambda t: criterion_heatmap(
+        _pairs(t, "prune.criterion", NO_CRITERIA), value="lift"
+    ),
     "p3_criterion_heatmap_layers": _criterion_layers,
     "p4_regime_overlap": lambda t: regime_overlap(_method_pairs(t)),
     "p5_conv_masks": _conv_masks,
@@ -261,12 +263,11 @@ METHOD_FIELDS = (
 def split_runs(runs: Sequence[RunLike]) -> list[tuple[str, str, list[RunLike]]]:
     """(file suffix, title, runs) per combination of the config fields that vary besides
     criterion, regime and seed (scope, learning rate, …): figures average over seeds only,
-    never over those. One group ('', '', runs) when nothing else varies; else e.g.
-    ('__scope-global', 'scope = global', …); two fields give
-    e.g. '__model-conv2__width-0.25'."""
+    never over those. The title names the group in words (model, dataset, seed count and the
+    other fields: 'Conv-2 (width 0.25) on scikit-learn digits, 2 seeds, scope global'); the
+    suffix is '' when nothing else varies, else e.g. '__scope-global' or, with two fields,
+    '__model-conv2__width-0.25'."""
     fields = [f for f in varying_fields(runs) if f not in METHOD_FIELDS]
-    if not fields:
-        return [("", "", list(runs))]
     groups: dict[tuple[str, ...], list[RunLike]] = {}
     for run in runs:
         flat = flatten(run.config.to_dict())
@@ -275,9 +276,19 @@ def split_runs(runs: Sequence[RunLike]) -> list[tuple[str, str, list[RunLike]]]:
     for key, members in sorted(groups.items()):
         pairs = [(ALIASES.get(f, f), value) for f, value in zip(fields, key, strict=True)]
         suffix = "".join(f"__{name.split('.')[-1]}-{value}" for name, value in pairs)
-        title = ", ".join(f"{name} = {value}" for name, value in pairs)
-        named.append((re.sub(r"[^A-Za-z0-9._\-]+", "-", suffix), title, members))
+        shown = [(n, v) for n, v in pairs if n not in ("model", "model.width", "dataset")]
+        extra = ", ".join(
+            f"{name.split('.')[-1].replace('_', ' ')} {value}" for name, value in shown
+        )
+        named.append((re.sub(r"[^A-Za-z0-9._\-]+", "-", suffix), _title(members, extra), members))
     return named
+
+
+def _title(runs: Sequence[RunLike], extra: str) -> str:
+    """The group's model, dataset and seed count in words (figures.style.study_title)."""
+    first = runs[0].config
+    seeds = len({run.config.seed for run in runs})
+    return study_title(first.model.name, first.model.width, first.data.name, seeds, extra)
 
 
 def _subset(tables: Mapping[str, pd.DataFrame] | None, runs: list[RunLike]) -> dict:

@@ -174,7 +174,7 @@ def _method_curves(ax, data: pd.DataFrame, metric: str, band: str, by_regime: bo
     _draw_chance(ax, data, metric)
 
 
-HEATMAP_VALUES = {"jaccard": "Jaccard (kept weights)", "lift": "lift over chance (J / E[J])"}
+HEATMAP_VALUES = {"jaccard": "Jaccard", "lift": "lift, J / E[J]"}  # colour-bar labels
 
 
 def criterion_heatmap(

@@ -89,6 +89,28 @@ def run_title(ids: dict[str, Any]) -> str:
     return f"{method_label(ids['criterion'], ids['regime'])}, s{ids['seed']}{scope}"
 
 
+# How titles name models and datasets (anything else: its registry name)
+MODEL_NAMES = {
+    "lenet300_100": "LeNet-300-100", "lenet5": "LeNet-5", "lenet5_caffe": "LeNet-5 (Caffe)",
+    "conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6", "vgg11": "VGG-11",
+    "vgg16": "VGG-16", "vgg19": "VGG-19", "resnet20": "ResNet-20", "resnet32": "ResNet-32",
+    "resnet56": "ResNet-56",
+}  # fmt: skip
+DATASET_NAMES = {
+    "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100", "digits": "scikit-learn digits", "synthetic": "synthetic data",
+}  # fmt: skip
+
+
+def study_title(model: str, width: float, dataset: str, seeds: int, extra: str = "") -> str:
+    """``Conv-2 (width 0.25) on scikit-learn digits, 2 seeds``: what a figure shows, in words."""
+    name = MODEL_NAMES.get(model, model) + (f" (width {width:g})" if width != 1 else "")
+    seed_words = "1 seed" if seeds == 1 else f"{seeds} seeds"
+    return f"{name} on {DATASET_NAMES.get(dataset, dataset)}, {seed_words}" + (
+        f", {extra}" if extra else ""
+    )
+
+
 def criterion_color(criterion: str) -> tuple[float, float, float]:
     """A criterion's colour: fixed for the known ones, stable (by name) for any other."""
     if criterion in CRITERIA:
