@@ -12,18 +12,21 @@ from maskstudy.plots.style import (
     REGIMES,
     SINGLE_COLUMN,
     apply_style,
+    colour_by_regime,
     criterion_color,
     layer_label,
     legend_below,
+    method_color,
     need_columns,
     need_rows,
     ordered,
     panel_grid,
+    regime_color,
 )
 
-REGIME_MARKERS = {"rewind": "o", "reinit": "s", "finetune": "^", "random_mask": "D"}
-OTHER_MARKERS = ("v", "P", "X", "*")
-REGIME_SIZES = {"rewind": 64, "reinit": 30, "finetune": 12, "random_mask": 6}
+REGIME_MARKERS = {"rewind": "o", "reinit": "s", "finetune": "^", "random_mask": "D", "shuffle": "X"}
+OTHER_MARKERS = ("v", "P", "*", "<", ">")
+MARKER_SIZE = 34  # one size: hollow markers of different shapes keep coinciding masks visible
 
 
 def regime_marker(regime: str) -> str:
@@ -47,14 +50,15 @@ def mask_map(embedding: pd.DataFrame) -> Figure:
     fig, (ax,) = panel_grid(1, 1, size=(SINGLE_COLUMN[0], SINGLE_COLUMN[0] * 0.85))
     criteria = ordered(embedding["criterion"], CRITERIA)
     regimes = ordered(embedding["regime"], REGIMES)
+    by_regime = colour_by_regime(embedding)
     for (criterion, regime), g in embedding.groupby(["criterion", "regime"]):
         ax.scatter(
             g["x"],
             g["y"],
-            s=REGIME_SIZES.get(regime, 20),
+            s=MARKER_SIZE,
             marker=regime_marker(regime),
-            facecolor="none",  # hollow, of different sizes: coinciding masks stay visible
-            edgecolor=criterion_color(criterion),
+            facecolor="none",
+            edgecolor=method_color(criterion, regime, by_regime),
             linewidth=1.0,
             label=f"{criterion} · {regime}",
         )
@@ -63,6 +67,16 @@ def mask_map(embedding: pd.DataFrame) -> Figure:
     ax.set_ylabel("MDS 2")
     level, layer = embedding["level"].iloc[0], embedding["layer"].iloc[0]
     ax.set_title(f"masks at level {level}, {layer_label(layer)}")
+    if by_regime:  # one criterion: one entry per regime, in its colour and marker
+        entries = [
+            Line2D(
+                [], [], ls="", marker=regime_marker(r), mfc="none",
+                mec=regime_color(r), label=f"{criteria[0]} · {r}",
+            )
+            for r in regimes
+        ]  # fmt: skip
+        legend_below(fig, [entries])
+        return fig
     colours = [
         Line2D([], [], ls="", marker="o", color=criterion_color(c), label=c) for c in criteria
     ]
