@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -19,7 +20,6 @@ from maskstudy.plots.style import (
     WHOLE,
     apply_style,
     colour_by_regime,
-    criterion_color,
     layer_label,
     legend_below,
     level_axis,
@@ -42,7 +42,7 @@ METRIC_LABELS = {
     "cosine": "cosine, level t−1 vs t",
     "persistence": "mask persistence",
 }
-MAX_POINTS = 20_000  # scatter points drawn per panel (a fixed random subset)
+HEX_GRID = 40  # hexagons across a weight-scatter panel
 
 
 def stability_vs_level(
@@ -95,17 +95,12 @@ def _kept_pairs(run: RunLike, level: int, layer: str | None) -> tuple[np.ndarray
     return x, y
 
 
-def weight_scatter(
-    runs: Sequence[RunLike],
-    level: int,
-    layer: str | None = None,
-    max_points: int = MAX_POINTS,
-    seed: int = 0,
-) -> Figure:
+def weight_scatter(runs: Sequence[RunLike], level: int, layer: str | None = None) -> Figure:
     """P7 scatter: per run, the trained weights θ_T^{t} (x, level ``level`` − 1) against
-    θ_T^{t+1} (y, level ``level``) of every weight both levels keep, in ``layer``
-    or all masked layers. At most ``max_points`` points per panel (a fixed random subset);
-    r is Pearson's over all kept weights, as in ``stability_table``."""
+    θ_T^{t+1} (y, level ``level``) of every weight both levels keep, in ``layer`` or all masked
+    layers, as a hexbin of counts on one log colour scale for all panels (tens of thousands of
+    points would saturate a scatter); r is Pearson's over the same weights, as in
+    ``stability_table``."""
     if not runs:
         raise ConfigError("no runs given; pass the runs to draw side by side")
     apply_style()
@@ -114,25 +109,25 @@ def weight_scatter(
     columns = min(len(runs), 3)
     side = DOUBLE_COLUMN[0] / 3
     fig, axes = panel_grid(len(runs), columns, size=(side, side + 0.3))
-    rng = np.random.default_rng(seed)
+    cells = []
     for ax, run, (x, y) in zip(axes, runs, pairs, strict=True):
         ids = config_columns(run)
-        pick = rng.permutation(len(x))[:max_points] if len(x) > max_points else slice(None)
-        ax.scatter(
-            x[pick],
-            y[pick],
-            s=1.5,
-            lw=0,
-            alpha=0.35,
-            color=criterion_color(ids["criterion"]),
-            rasterized=True,
-        )
+        cells.append(
+            ax.hexbin(
+                x, y, gridsize=HEX_GRID, extent=(-reach, reach, -reach, reach), mincnt=1,
+                cmap="mako_r", linewidths=0, rasterized=True,
+            )
+        )  # fmt: skip
         ax.plot([-reach, reach], [-reach, reach], color="0.3", lw=0.8, ls=(0, (4, 2)))
         r = np.corrcoef(x, y)[0, 1] if len(x) > 1 else np.nan
         ax.set_title(f"{run_title(ids)}\nr = {r:.3f}, n = {len(x):,}")
         ax.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
         ax.set_xlabel(f"$\\theta_T$, level {level - 1}")
     axes[0].set_ylabel(f"$\\theta_T$, level {level}")
+    top = max(float(c.get_array().max()) for c in cells if c.get_array().size)
+    for c in cells:  # one scale for every panel, so that densities compare
+        c.set_norm(LogNorm(vmin=1, vmax=max(top, 2)))
+    fig.colorbar(cells[0], ax=axes, shrink=0.8, label="weights per hexagon")
     where = "all layers" if layer is None else layer_label(layer)
     fig.suptitle(f"surviving weights at level {level}, {where}", fontsize=8)
     legend_below(fig, [[Line2D([], [], color="0.3", lw=0.8, ls=(0, (4, 2)), label="y = x")]])
