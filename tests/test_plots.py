@@ -157,8 +157,10 @@ def test_seed_overlap_means_and_labelled_chance_lines():
     np.testing.assert_allclose(line.get_ydata(), [0.4 + 0.02 + 0.05, 0.32 + 0.04 + 0.05])
     chance = lines_by_label(jac)["chance"]
     np.testing.assert_allclose(chance.get_ydata(), [0.4, 0.32])
-    assert chance.get_linestyle() == "--"
+    assert chance.get_linewidth() > 2 * line.get_linewidth()  # broad and pale: unmistakable
     np.testing.assert_allclose(lines_by_label(lift)["chance"].get_ydata(), [1, 1])
+    low, high = lift.get_ylim()  # never zoomed in below 1 ± 0.1: a null effect stays flat
+    assert low <= 0.9 and high >= 1.1
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "chance" in labels and "magnitude · rewind" in labels
 
@@ -269,6 +271,9 @@ def test_regime_pairs_one_line_each_whatever_the_order():
     assert expected | {"chance"} <= set(lines)
     np.testing.assert_allclose(lines["rewind vs finetune"].get_ydata(), [0.755, 0.705])
     np.testing.assert_allclose(lines["chance"].get_ydata(), [0.3, 0.3])
+    # the pairs sit side by side at each level (equal values never hide a marker)
+    xs = [tuple(np.round(lines[p].get_xdata() - [1, 2], 3)) for p in sorted(expected)]
+    assert len(set(xs)) == 3 and all(abs(x[0]) < 0.2 and x[0] == x[1] for x in xs)
 
 
 # --- P5 ---------------------------------------------------------------------------------------

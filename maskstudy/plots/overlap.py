@@ -53,20 +53,24 @@ CHANCE_VALUES = {
 }
 METRIC_LABELS = {
     "jaccard": "Jaccard (kept weights)",
-    "lift": "lift over chance (J / E[J])",
+    "lift": "lift, J / E[J]",
     "hamming": "Hamming distance (fraction)",
     "z": "z-score vs chance",
 }
-# Regime pairs of P4, each with its own line style and marker.
-# Hollow markers of decreasing size stay visible where two pairs coincide.
+# The least an axis shows around chance (lift 1 ± 0.1, z 0 ± 2), so that a null effect of a
+# few hundredths is not drawn across the whole panel as if it were a trend.
+MIN_REACH = {"lift": 0.1, "z": 2.0}
+# Regime pairs of P4, each with its own line style and marker; the pairs are also drawn side
+# by side at each level (PAIR_SPREAD), so that coinciding values never hide a marker.
 PAIR_STYLES = (
-    ("-", "o", 6),
-    ("--", "s", 4.5),
-    (":", "^", 3.5),
-    ("-.", "D", 3),
-    ((0, (1, 3)), "v", 3),
-    ((0, (3, 1, 1, 1)), "P", 3),
+    ("-", "o", 4),
+    ("--", "s", 4),
+    (":", "^", 4),
+    ("-.", "D", 3.5),
+    ((0, (1, 3)), "v", 4),
+    ((0, (3, 1, 1, 1)), "P", 4),
 )
+PAIR_SPREAD = 0.08  # levels between regime pairs drawn side by side at one level
 
 
 def with_run_columns(
@@ -130,7 +134,7 @@ def seed_overlap(
     """P2: overlap of two seeds' masks vs level, mean over seed pairs with a band, and chance.
 
     One panel per metric (jaccard, lift, hamming or z; chance is E[J], 1, E[Hamming] or 0:
-    the dashed line labelled 'chance') and layer (``layers=None``: every layer and the whole
+    the broad grey line labelled 'chance') and layer (``layers=None``: every layer and the whole
     network); with ``split_methods`` also one panel per criterion × regime, else one line each.
     Panels of one metric share their y axis.
     """
@@ -160,8 +164,19 @@ def seed_overlap(
         if len(metrics) > 1 or i % columns == 0:
             ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         level_axis(ax)
+    for metric, ax in first.items():  # the shared axis of each metric, after all its data
+        _keep_reach(ax, metric)
     method_legend(fig, rows, chance=True)
     return fig
+
+
+def _keep_reach(ax: Axes, metric: str) -> None:
+    """Widen the y axis to at least chance ± MIN_REACH[metric] (lift 0.9–1.1, z −2–2)."""
+    if metric not in MIN_REACH:
+        return
+    centre, reach = float(CHANCE_VALUES[metric]), MIN_REACH[metric]
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, centre - reach), max(high, centre + reach))
 
 
 def _method_curves(ax, data: pd.DataFrame, metric: str, band: str, by_regime: bool) -> None:
@@ -270,7 +285,7 @@ def regime_overlap(
     """P4: overlap of the masks of two regimes (same criterion and seed) vs level.
 
     One panel per criterion (in its colour), one line per regime pair (style and marker),
-    mean over seeds with a band, and the dashed chance line.
+    mean over seeds with a band, and the chance line (broad, pale grey).
     """
     _check_metric(metric)
     rows = _along(overlap, "regime")
@@ -295,14 +310,16 @@ def regime_overlap(
     for ax, criterion in zip(axes, criteria, strict=True):
         data = rows[rows["criterion"] == criterion]
         stats = mean_band(data, metric, ["pair", "level"], band)
-        for pair in pairs:
+        for i, pair in enumerate(pairs):
             g = stats[stats["pair"] == pair]
             ls, marker, size = styles[pair]
             color = criterion_color(criterion)
-            ax.plot(g["level"], g["mean"], ls=ls, color=color, label=pair)
-            ax.plot(g["level"], g["mean"], ls="", marker=marker, ms=size, mfc="none", mec=color)
+            # pairs side by side around each level, so that equal values never hide a marker
+            x = g["level"] + PAIR_SPREAD * (i - (len(pairs) - 1) / 2)
+            ax.plot(x, g["mean"], ls=ls, color=color, label=pair)
+            ax.plot(x, g["mean"], ls="", marker=marker, ms=size, mfc="none", mec=color)
             if band != "none":
-                ax.fill_between(g["level"], g["lo"], g["hi"], color=color, alpha=0.12, lw=0)
+                ax.fill_between(x, g["lo"], g["hi"], color=color, alpha=0.12, lw=0)
         _draw_chance(ax, data, metric)
         where = "" if layer == WHOLE else f" ({layer_label(layer)})"
         ax.set_title(criterion + where, color=criterion_color(criterion))

@@ -132,7 +132,7 @@ def _pooled(structure: pd.DataFrame, layer: str | None) -> pd.DataFrame:
 def dead_units_vs_level(
     structure: pd.DataFrame, units: Sequence[str] = CONV_UNITS, layer: str | None = None
 ) -> Figure:
-    """P6: fraction of entirely pruned ``units`` vs level (top row) beside chance (dashed) and
+    """P6: fraction of entirely pruned ``units`` vs level (top row) beside chance (the broad grey line) and
     the structure index observed ÷ chance on a log axis (bottom row; 1 = chance).
 
     Input: ``structure_table(runs)``. ``layer=None`` pools every layer holding the unit kind
@@ -203,7 +203,7 @@ def _fraction_panel(ax, data: pd.DataFrame, by_regime: bool) -> None:
         method_line(ax, g["level"], g["fraction"], criterion, regime, by_regime=by_regime)
     chances = data.groupby(["criterion", "regime"])
     drawn: list[np.ndarray] = []
-    for _, g in chances:  # one dashed chance line per distinct curve (densities may differ)
+    for _, g in chances:  # one chance line per distinct curve (densities may differ)
         curve = 10 ** g["log10_expected"].to_numpy()
         if not any(len(c) == len(curve) and np.allclose(c, curve, atol=5e-3) for c in drawn):
             chance_line(ax, g["level"], curve)

@@ -56,7 +56,8 @@ _LINESTYLES = {
     "finetune (branch)": (0, (1, 2)),
     "lr_rewind (branch)": (0, (4, 1, 4, 1, 1, 1)),
 }
-CHANCE = {"color": "0.3", "ls": (0, (4, 2)), "lw": 0.9}  # dashed grey, in every figure
+# chance in every figure: a broad pale grey line, unlike any method's thin coloured one
+CHANCE = {"color": "0.55", "ls": "-", "lw": 2.6, "alpha": 0.45, "solid_capstyle": "butt"}
 DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}
 WHOLE = "all"  # layer name of whole-network rows in the analysis tables
 
@@ -222,7 +223,7 @@ def level_axis(ax: Axes, label: str = "pruning level") -> None:
 
 
 def chance_line(ax: Axes, x: Sequence[float], y: Sequence[float] | float) -> Line2D:
-    """The dashed grey chance line (label ``chance``; a constant ``y`` spans the axes)."""
+    """The chance line (broad, pale grey) (label ``chance``; a constant ``y`` spans the axes)."""
     if np.ndim(y) == 0:
         return ax.axhline(float(y), **CHANCE, label="chance", zorder=1)
     (line,) = ax.plot(x, y, **CHANCE, label="chance", zorder=1)
