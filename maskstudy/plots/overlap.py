@@ -324,6 +324,7 @@ def regime_overlap(
         where = "" if layer == WHOLE else f" ({layer_label(layer)})"
         ax.set_title(criterion + where, color=criterion_color(criterion))
         level_axis(ax)
+        _keep_reach(ax, metric)
     axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
     handles = [
         Line2D([], [], color="0.15", ls=ls, marker=m, ms=size, mfc="none", label=p)
