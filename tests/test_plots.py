@@ -315,6 +315,8 @@ def test_kernel_counts_and_mask_images():
     np.testing.assert_array_equal(images[1].get_array(), 4 - alive)
     assert "33 % kernels dead" in fig.axes[0].get_title()  # 2 of 6
     assert "17 % kernels dead" in fig.axes[1].get_title()  # 1 of 6
+    sparse = conv_mask_images([conv_run("magnitude", np.minimum(alive, 1))], 1, "conv.weight")
+    assert sparse.axes[0].images[0].norm.boundaries[-1] == 4.5  # the scale ends at k·k = 4
     with pytest.raises(ConfigError, match="conv.weight"):
         conv_mask_images(runs, 1, "fc.weight")
     with pytest.raises(ConfigError, match="levels"):

@@ -66,11 +66,11 @@ def kernel_counts(mask: np.ndarray) -> np.ndarray:
 
 def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
     """P5: one panel per run, C_out (rows) × C_in (columns), each cell coloured by the number
-    of weights alive in that kernel at ``level`` (the scale ends at the fullest kernel shown, so
-    sparse levels stay readable); white cells are dead kernels."""
+    of weights alive in that kernel at ``level``, on a scale from 0 to a full kernel (k·k), so
+    that panels, levels and figures compare; white cells are dead kernels."""
     if not runs:
         raise ConfigError("no runs given; pass the runs whose masks to draw side by side")
-    counts, titles = [], []
+    counts, titles, full = [], [], 1
     for run in runs:
         if level not in run.levels:
             raise ConfigError(
@@ -81,6 +81,7 @@ def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
         if layer not in mask:
             raise ConfigError(f"layer {layer!r} is not in the mask; its layers: {', '.join(mask)}")
         grid = kernel_counts(mask[layer].numpy())
+        full = max(full, int(np.prod(mask[layer].shape[2:])))
         counts.append(grid)
         ids = config_columns(run)
         dead = float((grid == 0).mean())
@@ -92,7 +93,7 @@ def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
     fig, axes = panel_grid(
         len(runs), columns, sharey=True, size=(width, width * min(2.0, rows / cols) + 0.45)
     )
-    size = max(1, max(int(grid.max()) for grid in counts))  # scale to the fullest kernel shown
+    size = full  # a full kernel: kh·kw alive weights
     palette = ["white", *sns.color_palette("mako_r", size)]
     cmap = ListedColormap(palette)
     norm = BoundaryNorm(np.arange(-0.5, size + 1), cmap.N)
