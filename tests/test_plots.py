@@ -21,7 +21,7 @@ from maskstudy.errors import ConfigError
 from maskstudy.plots.accuracy import accuracy_vs_remaining
 from maskstudy.plots.density import density_vs_level
 from maskstudy.plots.embedding import mask_map
-from maskstudy.plots.figures import FIGURES, draw_figures, split_runs
+from maskstudy.plots.figures import FIGURES, Tables, Unsupported, draw_figures, split_runs
 from maskstudy.plots.overlap import criterion_heatmap, regime_overlap, seed_overlap
 from maskstudy.plots.stability import stability_vs_level, weight_scatter
 from maskstudy.plots.structure import conv_mask_images, dead_units_vs_level, kernel_counts
@@ -462,7 +462,8 @@ def test_draw_figures_writes_what_the_runs_support(sweep_runs, tmp_path):
     for name in shown:
         assert report.drawn[name] == [tmp_path / "figs" / f"{name}.png"]
         assert (tmp_path / "figs" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert set(report.skipped) == {"p4_regime_overlap", "p8_layer_density"}
+    assert set(report.skipped) == {"p1_early_stop", "p4_regime_overlap", "p8_layer_density"}
+    assert "evaluated once" in report.skipped["p1_early_stop"]  # eval_every = duration here
     assert "regime" in report.skipped["p4_regime_overlap"]
     assert "scope" in report.skipped["p8_layer_density"]
     assert plt.get_fignums() == []  # every figure closed after saving
@@ -526,3 +527,11 @@ def test_the_study_scripts_share_one_command_line(tmp_path):
     assert (args.sweep, args.out, args.formats) == (tmp_path, tmp_path / "o", ["png"])
     scripts = sorted(Path(__file__).parents[1].glob("analysis/*/figures.py"))
     assert len(scripts) >= 4 and all("study_args(__doc__" in s.read_text() for s in scripts)
+
+
+def test_p6_is_skipped_with_its_reason_when_no_unit_is_dead():
+    run = conv_run("magnitude", np.array([[1, 2, 3], [4, 1, 2]]))  # every kernel keeps a weight
+    with pytest.raises(Unsupported, match="no kernel / filter / channel is entirely pruned"):
+        FIGURES["p6_dead_conv_units"](Tables([run], None))
+    dead = conv_run("magnitude", np.array([[0, 2, 3], [4, 1, 2]]))
+    assert FIGURES["p6_dead_conv_units"](Tables([dead], None)).axes  # one dead kernel: drawn

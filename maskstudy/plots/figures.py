@@ -109,6 +109,18 @@ def _units(t: Tables, units: tuple[str, ...], why: str) -> pd.DataFrame:
     return structure
 
 
+def _dead_units(t: Tables, units: tuple[str, ...], why: str) -> Figure:
+    """P6, unless no unit of these kinds is entirely pruned anywhere (nothing to compare)."""
+    structure = _units(t, units, why)
+    shown = structure[structure["unit"].isin(units) & (structure["level"] > 0)]
+    if not (shown["dead"] > 0).any():
+        raise Unsupported(
+            f"no {' / '.join(units)} is entirely pruned at any level: nothing differs from "
+            "chance to show (prune further to see dead units appear)"
+        )
+    return dead_units_vs_level(structure, units=units)
+
+
 def _showcase(runs: Sequence[RunLike], criteria: Sequence[str] | None = None) -> list[RunLike]:
     """One run per criterion × regime × scope (of ``criteria`` if given), the lowest seed,
     in the fixed criterion / regime order: the runs drawn side by side."""
@@ -211,6 +223,11 @@ def _early_stop(t: Tables) -> Figure:
     frame = t["runs"]
     if "early_stop_step" not in frame or frame["early_stop_step"].isna().all():
         raise Unsupported("the runs record no early-stop iteration")
+    if "step" in frame and (frame["early_stop_step"] == frame["step"]).all():
+        raise Unsupported(
+            "every level was evaluated once, at its end, so its early-stop iteration is its "
+            "last step: evaluate more often (train.eval_every) to see when each level peaks"
+        )
     # steps are multiples of the evaluation period: bands of such values hide the lines
     return accuracy_vs_remaining(frame, metric="early_stop_step", band="none")
 
@@ -234,12 +251,10 @@ FIGURES: dict[str, Callable[[Tables], Figure]] = {
     "p3_criterion_heatmap_layers": _criterion_layers,
     "p4_regime_overlap": lambda t: regime_overlap(_method_pairs(t)),
     "p5_conv_masks": _conv_masks,
-    "p6_dead_conv_units": lambda t: dead_units_vs_level(
-        _units(t, CONV_UNITS, "no conv layers: no kernels, filters or channels")
+    "p6_dead_conv_units": lambda t: _dead_units(
+        t, CONV_UNITS, "no conv layers: no kernels, filters or channels"
     ),
-    "p6_dead_linear_units": lambda t: dead_units_vs_level(
-        _units(t, LINEAR_UNITS, "no linear layers"), units=LINEAR_UNITS
-    ),
+    "p6_dead_linear_units": lambda t: _dead_units(t, LINEAR_UNITS, "no linear layers"),
     "p7_stability": _stability,
     "p7_weight_scatter": _weight_scatter,
     "p8_layer_density": _layerwise_vs_global_density,

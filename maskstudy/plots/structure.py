@@ -133,8 +133,8 @@ def _pooled(structure: pd.DataFrame, layer: str | None) -> pd.DataFrame:
 def dead_units_vs_level(
     structure: pd.DataFrame, units: Sequence[str] = CONV_UNITS, layer: str | None = None
 ) -> Figure:
-    """P6: fraction of entirely pruned ``units`` vs level (top row) beside chance (the broad grey line) and
-    the structure index observed ÷ chance on a log axis (bottom row; 1 = chance).
+    """P6: fraction of entirely pruned ``units`` vs level (top row) beside chance (the broad
+    grey line) and the structure index observed ÷ chance on a log axis (bottom row; 1 = chance).
 
     Input: ``structure_table(runs)``. ``layer=None`` pools every layer holding the unit kind
     (dead and expected dead groups add up). Over seeds: the mean fraction, and chance as the
