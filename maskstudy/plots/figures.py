@@ -112,7 +112,7 @@ def _units(t: Tables, units: tuple[str, ...], why: str) -> pd.DataFrame:
 def _dead_units(t: Tables, units: tuple[str, ...], why: str) -> Figure:
     """P6, unless no unit of these kinds is entirely pruned anywhere (nothing to compare)."""
     structure = _units(t, units, why)
-    shown = structure[structure["unit"].isin(units) & (structure["level"] > 0)]
+    shown = structure[structure["unit"].isin(units) & (structure["density"] < 1)]  # pruned
     if not (shown["dead"] > 0).any():
         raise Unsupported(
             f"no {' / '.join(units)} is entirely pruned at any level: nothing differs from "
