@@ -245,3 +245,16 @@ def test_remove_torch_prune_leaves_plain_zeroed_parameters():
 def test_unknown_tensor_in_mask_is_refused_by_interop():
     with pytest.raises(ConfigError, match="names no tensor"):
         to_torch_prune(small_net(), {"9.weight": torch.ones(3, dtype=torch.bool)})
+
+
+def test_a_misspelt_criterion_option_is_refused_with_the_valid_ones():
+    w = {"w": torch.randn(4, 5)}
+    with pytest.raises(
+        ConfigError, match=r"'magnitude' takes no option 'dims'; its options: dim, init, n"
+    ):
+        prune(w, None, "magnitude", 0.5, dims=1)
+    with pytest.raises(
+        ConfigError,
+        match="takes no option 'taget'; its options: away, dim, init, n, revive, target",
+    ):
+        prune(w, None, "drop", 0.5, away=0.5, taget=0.1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -196,6 +196,19 @@ def _global(
     return out
 
 
+def check_options(criterion: str, options: Mapping[str, Any], common: Iterable[str] = ()) -> None:
+    """ConfigError naming the valid ones unless every key of ``options`` is one of ``common`` or
+    a field of the criterion's option section (a misspelt option is never ignored)."""
+    section = CRITERIA.get(criterion).options
+    allowed = {*common, *(f.name for f in fields(section))} if section else set(common)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"criterion {criterion!r} takes no option {', '.join(map(repr, unknown))}; its "
+            f"options: {', '.join(sorted(allowed)) or 'none'}"
+        )
+
+
 def prune(
     weights: Mapping[str, Tensor],
     mask: Mapping[str, Tensor] | None,
@@ -222,6 +235,7 @@ def prune(
     and ``init`` (θ0 by name) for the criteria that rank how weights moved from it.
     """
     crit = CRITERIA.get(criterion)
+    check_options(criterion, options, ("n", "dim", "init"))
     if crit.needs_model and scores is None:
         raise ConfigError(
             f"criterion {criterion!r} scores the model on data: call "

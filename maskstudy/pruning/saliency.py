@@ -38,7 +38,7 @@ from torch import nn
 from maskstudy.errors import ConfigError
 from maskstudy.fields import positive
 from maskstudy.masks import Mask, apply_mask_
-from maskstudy.pruning.criteria import CRITERIA, Criterion, prune, prune_count
+from maskstudy.pruning.criteria import CRITERIA, Criterion, check_options, prune, prune_count
 from maskstudy.pruning.pca import even_chunks, pca_scores
 
 if TYPE_CHECKING:
@@ -283,6 +283,7 @@ def saliency_prune(
         raise ConfigError(
             f"criterion {criterion!r} ranks the weights alone: call maskstudy.pruning.prune"
         )
+    check_options(criterion, options)
     rounds = rounds or entry.rounds
     if rounds > 1 and entry.one_shot:
         raise ConfigError(f"{criterion} prunes in one shot: set prune.saliency.rounds to 0 or 1")
