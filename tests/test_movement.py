@@ -47,6 +47,8 @@ def test_missing_init_and_bad_options_are_refused_with_the_fix():
         prune({"w": W}, None, "movement", 0.5)
     with pytest.raises(ConfigError, match="prune.movement.measure = 'speed' .* distance, increase"):
         RunConfig().replace({"prune.criterion": "movement", "prune.movement.measure": "speed"})
+    with pytest.raises(ConfigError, match="prune.movement.measure = 'speed'"):
+        prune({"w": W}, None, "movement", 0.5, init={"w": W0}, measure="speed")
     with pytest.raises(ConfigError, match="cannot run with prune.schedule = 'gradual'"):
         RunConfig().replace(
             {"prune.criterion": "movement", "prune.schedule": "gradual", "levels": 0}

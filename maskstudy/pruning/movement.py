@@ -40,6 +40,7 @@ def movement_scores(
     w: torch.Tensor, *, init: torch.Tensor, measure: str = "distance", **_: object
 ) -> torch.Tensor:
     """|w − init| (distance) or |w| − |init| (increase), elementwise."""
+    MovementConfig(measure)  # a bad measure is refused here too, not read as 'increase'
     if init.shape != w.shape:
         raise ConfigError(f"init has shape {tuple(init.shape)}, the weight {tuple(w.shape)}")
     init = init.to(w.device, w.dtype)
