@@ -43,23 +43,23 @@ class Steps:
         return self.epochs == 0 and self.iterations == 0
 
 
-def check_steps(text: str, field: str) -> Steps:
-    """``Steps.parse``: raise ConfigError unless ``text`` is a duration."""
-    return Steps.parse(text, field)
-
-
-def check_some_steps(text: str, field: str, iterations_per_epoch: int | None = None) -> int | None:
-    """ConfigError unless duration ``text`` is at least one iteration: at any epoch length when
-    ``iterations_per_epoch`` is None (so only '0ep', '0it', '0ep0it' are refused), else at that
-    one (where '0.1ep' may round to none). Returns the iterations when the length is given."""
+def check_some_steps(text: str, field: str, iterations_per_epoch: int | None = None) -> Steps:
+    """Duration ``text`` parsed; ConfigError unless it is at least one iteration: at any epoch
+    length when ``iterations_per_epoch`` is None (so only '0ep', '0it', '0ep0it' are refused),
+    else at that one (where '0.1ep' may round to none)."""
     steps = Steps.parse(text, field)
-    count = None if iterations_per_epoch is None else steps.at(iterations_per_epoch)
-    if steps.is_zero or count == 0:
-        where = "" if count is None else f" at {iterations_per_epoch} iterations per epoch"
+    if iterations_per_epoch is None:
+        zero, where = steps.is_zero, ""
+    else:
+        zero, where = (
+            steps.at(iterations_per_epoch) == 0,
+            f" at {iterations_per_epoch} iterations per epoch",
+        )
+    if zero:
         raise ConfigError(
             f"{field} = {text!r} is 0 iterations{where}; give at least one, e.g. '1ep' or '100it'"
         )
-    return count
+    return steps
 
 
 def to_iterations(text: str, iterations_per_epoch: int) -> int:

@@ -26,7 +26,7 @@ from maskstudy.runs.run import build_model
 from maskstudy.runs.scratch import level_budget
 from maskstudy.runs.store import Run
 from maskstudy.seeds import derive_seed
-from maskstudy.steps import check_steps, to_iterations
+from maskstudy.steps import Steps, to_iterations
 from maskstudy.train import (
     cpu_threads,
     evaluate,
@@ -185,7 +185,7 @@ def _check_probe(run: Run, level: int, seeds: Sequence[int]) -> tuple[int, int]:
 def _check_rewind(run: Run, level: int, rewind_to: str | None) -> None:
     if rewind_to is None:
         return
-    check_steps(rewind_to, "rewind_to")
+    Steps.parse(rewind_to, "rewind_to")
     if level > 0:
         raise ConfigError(
             f"rewind_to = {rewind_to!r} applies to level 0 (the dense network) only: level "

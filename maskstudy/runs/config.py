@@ -19,7 +19,7 @@ from maskstudy.pruning.drop import DropConfig
 from maskstudy.pruning.saliency import SaliencyConfig
 from maskstudy.pruning.schedules import GradualConfig
 from maskstudy.runs.regimes import BRANCH_KINDS, MOVED_REGIMES, REGIMES, Rule
-from maskstudy.steps import check_steps
+from maskstudy.steps import Steps
 from maskstudy.train.config import TrainConfig
 
 # The sections are defined by the layers that consume them; a run's config composes them.
@@ -88,7 +88,7 @@ class RunConfig:
                 f"regime = {self.regime!r} is no longer a regime: {MOVED_REGIMES[self.regime]}"
             )
         choice(self.regime, tuple(REGIMES), "regime")
-        check_steps(self.rewind_to, "rewind_to")
+        Steps.parse(self.rewind_to, "rewind_to")
         revives = self.prune.drop.revive == "last" and not self.is_branch  # branches: not pruned
         if revives and not REGIMES[self.regime].continues:
             raise ConfigError(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from maskstudy.errors import ConfigError
 from maskstudy.fields import choice, positive
-from maskstudy.steps import check_some_steps, check_steps
+from maskstudy.steps import Steps, check_some_steps
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -54,8 +54,8 @@ class TrainConfig:
         if self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov = true needs train.momentum > 0")
         for name in ("duration", "warmup", "eval_every"):
-            check_steps(getattr(self, name), f"train.{name}")
+            Steps.parse(getattr(self, name), f"train.{name}")
         for name in ("duration", "eval_every"):  # no training, never an evaluation
             check_some_steps(getattr(self, name), f"train.{name}")
         for m in self.milestones:
-            check_steps(m, "train.milestones")
+            Steps.parse(m, "train.milestones")

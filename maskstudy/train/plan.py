@@ -26,17 +26,12 @@ class TrainPlan:
     def of(cls, cfg: TrainConfig, iterations_per_epoch: int) -> TrainPlan:
         """Resolve ``cfg``'s durations; ConfigError if training or its evaluation period rounds
         to no iteration at this epoch length."""
-        total = check_some_steps(cfg.duration, "train.duration", iterations_per_epoch)
-        every = check_some_steps(cfg.eval_every, "train.eval_every", iterations_per_epoch)
-        assert total is not None and every is not None  # an epoch length was given
-        return cls(
-            total,
-            every,
-            Steps.parse(cfg.warmup, "train.warmup").at(iterations_per_epoch),
-            tuple(
-                Steps.parse(m, "train.milestones").at(iterations_per_epoch) for m in cfg.milestones
-            ),
-        )
+        n = iterations_per_epoch
+        total = check_some_steps(cfg.duration, "train.duration", n)
+        every = check_some_steps(cfg.eval_every, "train.eval_every", n)
+        warmup = Steps.parse(cfg.warmup, "train.warmup")
+        milestones = tuple(Steps.parse(m, "train.milestones").at(n) for m in cfg.milestones)
+        return cls(total.at(n), every.at(n), warmup.at(n), milestones)
 
     def stretched(self, ratio: Fraction) -> TrainPlan:
         """Training ``floor(total · ratio)`` iterations, each milestone ``m`` moved to
