@@ -17,7 +17,7 @@ from typing import Any
 from maskstudy.errors import ConfigError
 from maskstudy.fields import choice, fraction, registered
 from maskstudy.pruning.criteria import CRITERIA
-from maskstudy.pruning.schedules import GradualConfig
+from maskstudy.pruning.schedules import SCHEDULES, GradualConfig
 
 SCOPES = ("layer", "global")
 ROUNDINGS = ("round", "ceil", "floor")
@@ -48,6 +48,7 @@ class PruneFields:
         choice(self.scope, SCOPES, "prune.scope")
         choice(self.rounding, ROUNDINGS, "prune.rounding")
         choice(self.score_weights, SCORE_WEIGHTS, "prune.score_weights")
+        choice(self.schedule, SCHEDULES, "prune.schedule")
         for name, amount in self.layer_amounts.items():
             fraction(amount, f"prune.layer_amounts[{name!r}]")
         if self.dim not in (0, 1):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.fields import choice
 from maskstudy.masks import Mask
 from maskstudy.pruning.criteria import CRITERIA, Criterion, magnitude_scores, prune
 
@@ -87,11 +88,7 @@ class DropConfig:
 
     def __post_init__(self) -> None:
         _probability(self.away, "prune.drop.away", zero_ok=False)
-        if self.revive not in REVIVES:
-            raise ConfigError(
-                f"prune.drop.revive = {self.revive!r} is not allowed; choose one of: "
-                f"{', '.join(REVIVES)}"
-            )
+        choice(self.revive, REVIVES, "prune.drop.revive")
         _check_target(self.target)
 
     def check(self, p: PruneConfig) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from maskstudy.errors import ConfigError
+from maskstudy.fields import choice
 from maskstudy.pruning.criteria import CRITERIA, Criterion
 
 MEASURES = ("distance", "increase")
@@ -29,11 +30,7 @@ class MovementConfig:
     measure: str = "distance"  # distance |w_f − w_i| | increase |w_f| − |w_i|
 
     def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise ConfigError(
-                f"prune.movement.measure = {self.measure!r} is not allowed; choose one of: "
-                f"{', '.join(MEASURES)}"
-            )
+        choice(self.measure, MEASURES, "prune.movement.measure")
 
 
 def movement_scores(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
 from maskstudy.errors import ConfigError
+from maskstudy.fields import choice
 from maskstudy.pruning.criteria import CRITERIA
 from maskstudy.steps import Steps
 
@@ -102,9 +103,8 @@ class GradualConfig:
     on the AGP ramp (cubic or linear) from density 1 to ``target``, then frozen; needs levels = 0.
     """
 
-    ID_PREFIX: ClassVar[str] = (
-        "gradual_"  # hashed as prune.gradual_<field>, its name before sections
-    )
+    # hashed as prune.gradual_<field>, its name before sections
+    ID_PREFIX: ClassVar[str] = "gradual_"
 
     start: str = "0it"
     end: str = "1ep"  # the freeze step
@@ -121,11 +121,7 @@ class GradualConfig:
                 f"prune.gradual.target = {target!r} must be the final density, strictly between "
                 "0 and 1 (0.3 = 70 % sparsity)"
             )
-        if self.shape not in SHAPES:
-            raise ConfigError(
-                f"prune.gradual.shape = {self.shape!r} is not allowed; choose one of: "
-                f"{', '.join(SHAPES)}"
-            )
+        choice(self.shape, tuple(SHAPES), "prune.gradual.shape")
 
     def resolve(self, iterations_per_epoch: int, total: int, duration: str) -> GradualSchedule:
         """The ramp in absolute iterations; ConfigError if it ends after the ``total`` iterations
@@ -143,11 +139,6 @@ class GradualConfig:
     def check(self, prune: PruneConfig) -> None:
         """Only a gradual schedule reads this section, with a criterion that can re-rank weights
         during training and without per-level rates."""
-        if prune.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"prune.schedule = {prune.schedule!r} is not allowed; choose one of: "
-                f"{', '.join(SCHEDULES)}"
-            )
         if prune.schedule != "gradual":
             changed = [f.name for f in fields(self) if getattr(self, f.name) != f.default]
             if changed:
