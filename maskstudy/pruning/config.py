@@ -98,27 +98,27 @@ def sections(cls: type) -> dict[str, type]:
     }
 
 
+@functools.cache
 def moved_fields(cls: type) -> dict[str, tuple[str, str]]:
     """``{"drop_away": ("drop", "away"), ...}`` for every section with an ``ID_PREFIX``."""
-    out = {}
-    for name, options in sections(cls).items():
-        prefix = getattr(options, "ID_PREFIX", "")
-        for f in dataclasses.fields(options):
-            if prefix:
-                out[f"{prefix}{f.name}"] = (name, f.name)
-    return out
+    return {
+        f"{options.ID_PREFIX}{f.name}": (name, f.name)
+        for name, options in sections(cls).items()
+        if getattr(options, "ID_PREFIX", "")
+        for f in dataclasses.fields(options)
+    }
 
 
 def _option_sections() -> dict[str, type]:
     """Section name → options class of every registered criterion (shared sections once)."""
-    sections: dict[str, type] = {}
+    found: dict[str, type] = {}
     for name in CRITERIA.names():
         crit = CRITERIA.get(name)
         if crit.options is None:
             continue
-        if sections.setdefault(crit.section, crit.options) is not crit.options:
+        if found.setdefault(crit.section, crit.options) is not crit.options:
             raise ValueError(f"criterion {name!r}: section {crit.section!r} has two option classes")
-    return sections
+    return found
 
 
 PruneConfig = dataclasses.make_dataclass(
