@@ -321,10 +321,8 @@ def run_group(
     template = build_model(cfg0, data, seed=cfg0.seed).to(device)
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
-        inputs = (data.input_shape, data.num_classes)
-        store = create_run(
-            path, c, parent, inputs
-        )  # only now: a config that cannot run leaves nothing
+        # only now: a config that cannot run leaves nothing
+        store = create_run(path, c, parent, (data.input_shape, data.num_classes))
         if parent is not None:
             check_parent_unchanged(store, parent)
         for leftover in temp_files(path):  # from writes killed before their rename

@@ -17,7 +17,8 @@ Convnets on CUDA train in ``channels_last``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -49,22 +50,27 @@ def training_forward(net: Replicas, mode: str) -> tuple[Forward, str]:
     return forward, mode
 
 
-@contextlib.contextmanager
-def precision(kind: str, device: torch.device) -> Iterator[str]:
-    """Run the forward and loss in ``kind`` on ``device``; yields what that is here."""
-    if kind == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield "bf16"
-        return
-    if kind == "tf32" and device.type == "cuda":
-        matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+class _TF32:
+    """TensorFloat-32 matmuls and convolutions inside the block, the previous setting after."""
+
+    def __enter__(self) -> None:
+        self.saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
-            yield "tf32"
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-        return
-    yield "fp32" if kind == "fp32" else "fp32 (TF32 exists on CUDA only)"
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def precision(kind: str, device: torch.device) -> tuple[AbstractContextManager, str]:
+    """A reusable context that runs the forward and loss in ``kind`` on ``device`` (entered at
+    every step), and what that precision is here."""
+    if kind == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16), "bf16"
+    if kind == "tf32":
+        if device.type == "cuda":
+            return _TF32(), "tf32"
+        return contextlib.nullcontext(), "fp32 (TF32 exists on CUDA only)"
+    return contextlib.nullcontext(), "fp32"
 
 
 def channels_last_(net: Replicas) -> bool:

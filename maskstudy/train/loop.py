@@ -274,7 +274,7 @@ def train_replicas(
     layout = torch.channels_last if channels_last_(net) else torch.contiguous_format
     optimizer = build_optimizer(net.parameters(), cfg)
     forward, step_mode = training_forward(net, cfg.compile)
-    arithmetic = cfg.precision  # what the precision is on this device, once a step has run
+    in_precision, arithmetic = precision(cfg.precision, net.device)
     net.train(True)
 
     call = {"seeds": list(seeds), "start_step": start_step, "total": total}
@@ -294,7 +294,7 @@ def train_replicas(
             lr = cfg.lr * lr_at(step)
             set_lr_(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
-            with precision(cfg.precision, net.device) as arithmetic:
+            with in_precision:
                 losses = replica_losses(forward(x.contiguous(memory_format=layout)), y)
             values = losses.detach().to("cpu", torch.float64)
             _check_finite(step, values)
