@@ -181,17 +181,22 @@ class _Progress:
         self.dirs = [(out / c.run_id(), len(c.level_range())) for c in configs]
         self.enabled = enabled
         self.lines = enabled and not interactive()
-        self.reported = {d: set(_levels_listed(d)) for d, _ in self.dirs}
+        self.reported = {d: set(levels) for d, levels in self._listed().items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _done(self) -> list[int]:
-        return [min(len(_levels_listed(d)), n) for d, n in self.dirs]
+    def _listed(self) -> dict[Path, list[int]]:
+        """The completed levels of every run directory, read once per update."""
+        return {d: _levels_listed(d) for d, _ in self.dirs}
+
+    def _done(self, listed: dict[Path, list[int]]) -> list[int]:
+        return [min(len(listed[d]), n) for d, n in self.dirs]
 
     def update(self) -> None:
+        listed = self._listed()
         if self.lines:
-            self._report_new_levels()
-        done = self._done()
+            self._report_new_levels(listed)
+        done = self._done(listed)
         finished = sum(x == n for x, (_, n) in zip(done, self.dirs, strict=True))
         self.bar.update(sum(done) - self.bar.n)
         self.bar.set_postfix(runs=f"{finished}/{len(self.dirs)}")
@@ -205,7 +210,7 @@ class _Progress:
         # levels already on disk count as done but not towards the rate, so the ETA stays honest
         self.bar = tqdm(
             total=total,
-            initial=sum(self._done()),
+            initial=sum(self._done(self._listed())),
             desc="sweep",
             unit="level",
             disable=not self.enabled or self.lines,
@@ -219,9 +224,9 @@ class _Progress:
         self.update()
         self.bar.close()
 
-    def _report_new_levels(self) -> None:
-        for run_dir, _ in self.dirs:
-            for level in sorted(set(_levels_listed(run_dir)) - self.reported[run_dir]):
+    def _report_new_levels(self, listed: dict[Path, list[int]]) -> None:
+        for run_dir, levels in listed.items():
+            for level in sorted(set(levels) - self.reported[run_dir]):
                 self.reported[run_dir].add(level)
                 try:
                     metrics = Run(run_dir).level_metrics(level)
