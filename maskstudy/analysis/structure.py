@@ -31,6 +31,7 @@ __all__ = [
     "layer_structure",
     "linear_structure",
     "structure_table",
+    "unit_axes",
 ]
 
 # Modules a feed-forward chain may hold besides Linear/Conv: they keep each channel or
@@ -78,6 +79,15 @@ def _dead_rows(mask: np.ndarray, groups: dict[str, tuple[int, ...]]) -> list[dic
     return rows
 
 
+def unit_axes(mask: np.ndarray) -> dict[str, tuple[int, ...]]:
+    """The axes each kind of unit of a layer mask reduces over: a conv mask (out, in, *kernel)
+    has filters, input channels and kernels; a Linear mask (out, in) units and inputs."""
+    if mask.ndim == 2:
+        return {"unit": (1,), "input": (0,)}
+    kernel = tuple(range(2, mask.ndim))
+    return {"filter": (1, *kernel), "channel": (0, *kernel), "kernel": kernel}
+
+
 def _index(fraction: float, expected: float) -> float:
     """fraction / expected; inf if chance underflows to 0 (< 1e-308) but groups are dead,
     nan if no group can be dead by chance (then none is)."""
@@ -100,10 +110,7 @@ def conv_structure(mask: Any) -> pd.DataFrame:
             f"conv_structure needs a conv mask (out, in, *kernel); got shape {m.shape}: "
             "use linear_structure for Linear weights"
         )
-    kernel = tuple(range(2, m.ndim))
-    return pd.DataFrame(
-        _dead_rows(m, {"filter": (1, *kernel), "channel": (0, *kernel), "kernel": kernel})
-    )
+    return pd.DataFrame(_dead_rows(m, unit_axes(m)))
 
 
 def linear_structure(mask: Any) -> pd.DataFrame:
@@ -115,7 +122,7 @@ def linear_structure(mask: Any) -> pd.DataFrame:
             f"linear_structure needs a Linear mask (out, in); got shape {m.shape}: "
             "use conv_structure for conv weights"
         )
-    return pd.DataFrame(_dead_rows(m, {"unit": (1,), "input": (0,)}))
+    return pd.DataFrame(_dead_rows(m, unit_axes(m)))
 
 
 def layer_structure(mask: Any) -> pd.DataFrame:

@@ -23,27 +23,23 @@ import numpy as np
 from scipy import stats
 
 from maskstudy.analysis.chance import alive_count_pmf, prob_all_pruned
-from maskstudy.analysis.structure import _bool_array
+from maskstudy.analysis.structure import _bool_array, unit_axes
 from maskstudy.errors import ConfigError
 
 __all__ = ["dead_unit_test", "kernel_count_test", "structured_resemblance"]
 
-UNITS = {"filter": "filters (dim 0)", "channel": "input channels (dim 1)", "kernel": "kernels"}
 MIN_EXPECTED = 5.0  # χ² bins are pooled until each expects at least this many kernels
 
 
 def _unit_axes(mask: np.ndarray, unit: str) -> tuple[int, ...]:
-    """The axes a unit reduces over: filter = all but 0, channel = all but 1, kernel = 2..;
-    for a Linear mask (out, in): unit/filter = 1, input/channel = 0."""
-    if unit not in (*UNITS, "unit", "input"):
-        raise ConfigError(f"unit = {unit!r}; choose one of: filter, channel, kernel, unit, input")
-    if mask.ndim == 2:
-        if unit == "kernel":
-            raise ConfigError("a Linear mask (out, in) has no kernels; use unit or input")
-        return (1,) if unit in ("filter", "unit") else (0,)
-    kernel = tuple(range(2, mask.ndim))
-    return {"filter": (1, *kernel), "unit": (1, *kernel), "channel": (0, *kernel),
-            "input": (0, *kernel), "kernel": kernel}[unit]  # fmt: skip
+    """The axes ``unit`` reduces over in ``mask`` (``structure.unit_axes``), or a ConfigError
+    naming the units this mask has."""
+    axes = unit_axes(mask)
+    if unit not in axes:
+        raise ConfigError(
+            f"a mask of shape {mask.shape} has no {unit}s; its units: {', '.join(axes)}"
+        )
+    return axes[unit]
 
 
 def _random_masks(mask: np.ndarray, permutations: int, seed: int):
