@@ -142,7 +142,12 @@ def regime_color(regime: str) -> tuple[float, float, float]:
 def colour_by_regime(frame: pd.DataFrame) -> bool:
     """Whether a figure's methods differ only in their regime: then each regime gets its own
     colour as well as its line style (one colour for all would leave only the dashes)."""
-    return frame["criterion"].nunique() == 1 and frame["regime"].nunique() > 1
+    return _regimes_apart(frame["criterion"].nunique(), frame["regime"].nunique())
+
+
+def _regimes_apart(criteria: int, regimes: int) -> bool:
+    """The rule of :func:`colour_by_regime`, on counts (the legend has lists, not a frame)."""
+    return criteria == 1 and regimes > 1
 
 
 def method_color(criterion: str, regime: str, by_regime: bool) -> tuple[float, float, float]:
@@ -269,7 +274,7 @@ def legend_rows(
     and style, when there is a single criterion), then the chance / dense references."""
     references = [Line2D([], [], **CHANCE, label="chance")] if chance else []
     references += [Line2D([], [], **DENSE, label="dense")] if dense else []
-    if len(criteria) == 1 and len(regimes) > 1:
+    if _regimes_apart(len(criteria), len(regimes)):
         entries = [
             Line2D(
                 [], [], color=regime_color(r), ls=regime_linestyle(r), lw=1.2,
