@@ -10,6 +10,22 @@ from collections.abc import Sequence
 from maskstudy.errors import MaskstudyError
 
 
+def _positive_epochs(text: str) -> float:
+    """``--epochs``: a number of epochs each level trains, said plainly when it cannot be one."""
+    try:
+        epochs = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of epochs; give e.g. 2 or 0.5"
+        ) from None
+    if not epochs > 0 or epochs == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text}: every level must train for some epochs, so give a number above 0, e.g. "
+            "--epochs 1 (or --set train.duration=100it for fewer than an epoch)"
+        )
+    return epochs
+
+
 def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-minutes",
@@ -27,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run (or resume) iterative pruning from a preset")
     r.add_argument("--preset", required=True, help="preset name (see `maskstudy presets`)")
     r.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
-    r.add_argument("--epochs", type=float, help="training epochs per level")
+    r.add_argument("--epochs", type=_positive_epochs, help="training epochs per level")
     r.add_argument("--seed", type=int, help="run seed")
     r.add_argument(
         "--set",
@@ -78,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
     d.add_argument("--out", default="demo", help="output directory (default: demo/)")
     d.add_argument("--levels", type=int, default=4, help="pruning levels per run (default 4)")
-    d.add_argument("--epochs", type=int, default=10, help="training epochs per level (default 10)")
+    d.add_argument(
+        "--epochs", type=_positive_epochs, default=10, help="training epochs per level (default 10)"
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)")
     d.set_defaults(command="demo")

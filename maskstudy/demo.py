@@ -42,7 +42,7 @@ of = {{ regime = "rewind", "prune.criterion" = "magnitude" }}
 def demo(
     out: str | Path = "demo",
     levels: int = 4,
-    epochs: int = 10,
+    epochs: float = 10,
     device: str | None = None,
     progress: bool = True,
 ) -> tuple[Path, FigureReport]:

@@ -581,6 +581,19 @@ def test_run_refuses_durations_of_no_iterations_before_writing(tmp_path, capsys,
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("epochs", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_epochs_that_train_nothing_are_refused_in_plain_words(tmp_path, capsys, command, epochs):
+    args = ["--preset", "lenet300_digits"] if command == "run" else []
+    with pytest.raises(SystemExit) as stop:
+        main([command, *args, f"--epochs={epochs}", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --epochs: {epochs}: every level must train for some epochs" in err
+    assert "--epochs 1" in err
+    assert not (tmp_path / "out").exists()
+
+
 BAD_RUNS = """
 [[tied]]
 "model.name" = ["lenet300_100", "lenet300_100", "lenet300_100", "lenet300_100", "lenet5"]
