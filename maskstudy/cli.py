@@ -26,6 +26,17 @@ def _positive_epochs(text: str) -> float:
     return epochs
 
 
+def _log_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log",
+        action="extend",
+        nargs="+",
+        metavar="LOGGER",
+        help="stream every evaluation to csv, tensorboard and/or wandb (offline), written in "
+        f"each run's directory (default: {default})",
+    )
+
+
 def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-minutes",
@@ -57,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     _checkpoint_option(r)
+    _log_option(r, "none")
     r.set_defaults(command="run")
 
     b = sub.add_parser(
@@ -89,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     _checkpoint_option(b)
+    _log_option(b, "none")
     b.set_defaults(command="branch")
 
     d = sub.add_parser("demo", help="small pruning grid on scikit-learn digits, ending in figures")
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--cluster", help="submitit cluster: slurm (default when found), local, debug")
     w.add_argument("--extend", action="store_true", help="grow an existing sweep with a new file")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
+    _log_option(w, "the sweep file's log = [...], else none")
     w.set_defaults(command="sweep")
 
     st = sub.add_parser("status", help="table of a sweep's runs: done, partial, failed, pending")

@@ -52,13 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _training_options(args: argparse.Namespace) -> dict:
-    """The options `run` and `branch` share: data, device, progress, checkpoints."""
+    """The options `run` and `branch` share: data, device, progress, checkpoints, loggers."""
     return {
         "data_root": args.data,
         "device": args.device,
         "progress": not args.quiet,
         "announce": True,
         "checkpoint_minutes": args.checkpoint_minutes,
+        "log": tuple(args.log or ()),
     }
 
 
@@ -129,6 +130,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         extend=args.extend,
         progress=not args.quiet,
+        log=args.log,
     )
     print("this call: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
     status = open_sweep(args.out).status()

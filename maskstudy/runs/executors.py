@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from maskstudy.errors import ConfigError, MaskstudyError
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
+from maskstudy.runs.loggers import check_loggers
 from maskstudy.runs.progress import interactive, report_level
 from maskstudy.runs.store import Run, levels_done
 from maskstudy.runs.sweep import prepare_sweep_dir
@@ -40,8 +42,16 @@ class Executor(Protocol):
 
     here: bool
 
-    def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
-        """Train ``tasks`` into the sweep directory ``out``; the outcome counts."""
+    def run(
+        self,
+        tasks: Tasks,
+        out: Path,
+        data_root: Path | None,
+        device: str | None,
+        log: tuple[str, ...] = (),
+    ) -> Counter:
+        """Train ``tasks`` into the sweep directory ``out``, each run streaming its evaluations
+        to the loggers ``log`` (runs/loggers.py); the outcome counts."""
         ...
 
 
@@ -75,13 +85,20 @@ class Local:
     jobs: int | None = None
     here: bool = True
 
-    def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
+    def run(
+        self,
+        tasks: Tasks,
+        out: Path,
+        data_root: Path | None,
+        device: str | None,
+        log: tuple[str, ...] = (),
+    ) -> Counter:
         devices = available_devices(device)
         jobs = min(self.jobs or default_jobs(device), len(tasks))
         outcomes: Counter = Counter()
         if jobs <= 1:
             for i, task in enumerate(tasks):
-                found = execute_task(task, out, data_root, devices[i % len(devices)])
+                found = execute_task(task, out, data_root, devices[i % len(devices)], log=log)
                 outcomes.update(found.values())
             return outcomes
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -90,7 +107,7 @@ class Local:
         try:
             for i, task in enumerate(tasks):
                 device_i = devices[i % len(devices)]
-                futures.add(pool.submit(execute_task, task, out, data_root, device_i, threads))
+                futures.add(pool.submit(execute_task, task, out, data_root, device_i, threads, log))
             for future in as_completed(futures):
                 outcomes.update(future.result().values())
             return outcomes
@@ -108,7 +125,14 @@ class Slurm:
     cluster: str | None = None
     here: bool = False
 
-    def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
+    def run(
+        self,
+        tasks: Tasks,
+        out: Path,
+        data_root: Path | None,
+        device: str | None,
+        log: tuple[str, ...] = (),
+    ) -> Counter:
         try:
             import submitit
         except ImportError:
@@ -121,7 +145,8 @@ class Slurm:
         except (TypeError, ValueError, NameError) as e:  # submitit: an unknown key is a NameError
             raise ConfigError(f"[slurm] resources: {e}") from None
         n = len(tasks)
-        jobs = executor.map_array(execute_task, tasks, [out] * n, [data_root] * n, [device] * n)
+        train = partial(execute_task, log=log)
+        jobs = executor.map_array(train, tasks, [out] * n, [data_root] * n, [device] * n)
         outcomes: Counter = Counter()
         for job in jobs:
             try:
@@ -143,7 +168,14 @@ class Ray:
     gpus: float = 0.0
     here: bool = False
 
-    def run(self, tasks: Tasks, out: Path, data_root: Path | None, device: str | None) -> Counter:
+    def run(
+        self,
+        tasks: Tasks,
+        out: Path,
+        data_root: Path | None,
+        device: str | None,
+        log: tuple[str, ...] = (),
+    ) -> Counter:
         try:
             import ray  # an optional extra: pip install 'maskstudy[ray]'
         except ImportError:
@@ -154,7 +186,7 @@ class Ray:
         try:
             remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(execute_task)
             refs = [
-                remote.remote(task, out, data_root, device, max(1, int(self.cpus)))
+                remote.remote(task, out, data_root, device, max(1, int(self.cpus)), log)
                 for task in tasks
             ]
             outcomes: Counter = Counter()
@@ -256,8 +288,12 @@ def run_sweep(
     cluster: str | None = None,
     extend: bool = False,
     progress: bool = True,
+    log: Sequence[str] | None = None,
 ) -> Counter:
     """Run every run of ``sweep_file`` into ``out`` (skipping finished ones); outcome counts.
+
+    ``log``: the experiment loggers every run streams to (runs/loggers.py); None: the sweep
+    file's ``log = [...]``, if any.
 
     ``executor``: an :class:`Executor` (``Local(jobs)``, ``Slurm(resources)``, ``Ray(address)``)
     or its name, built from ``jobs`` (local) or the sweep file's ``[slurm]`` table updated with
@@ -274,6 +310,7 @@ def run_sweep(
     out = Path(out).resolve()
     root = Path(data_root).resolve() if data_root is not None else None
     spec = prepare_sweep_dir(sweep_file, out, extend, root, here)
+    log = check_loggers(spec.log if log is None else log, "--log" if log else "sweep file: log")
     record_sweep(out)  # the sha256 of sweep.toml: verify finds an edited file
     if executor == "local":
         executor = Local(jobs)
@@ -288,5 +325,5 @@ def run_sweep(
             configs = [c for c in spec.configs if c.is_branch == is_branch]
             tasks = plan_tasks(configs, replicas, workers)
             if tasks:
-                outcomes += executor.run(tasks, out, root, device)
+                outcomes += executor.run(tasks, out, root, device, log)
     return outcomes

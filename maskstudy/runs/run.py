@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from maskstudy.eval.robust import attack_metrics
 from maskstudy.files import temp_files
 from maskstudy.masks import (
     Mask,
+    density,
     full_mask,
     kept_total,
     layer_densities,
@@ -48,6 +49,7 @@ from maskstudy.runs.lock import (
     exclusive,
     record_divergence,
 )
+from maskstudy.runs.loggers import RunLog, check_loggers
 from maskstudy.runs.progress import interactive, report_level
 from maskstudy.runs.regimes import FRESH_EACH_LEVEL
 from maskstudy.runs.scoring import saliency_level
@@ -81,12 +83,14 @@ def run(
     data: Data | None = None,
     announce: bool = False,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    log: Sequence[str] = (),
 ) -> Run:
     """Execute (or resume) every level of ``cfg`` into ``out/<run_id>`` and return the run.
 
     The run is locked while it trains: a second process asking for it gets a StoreError.
     ``announce`` says on stderr where it trains and resumes, and where it stopped on Ctrl-C;
-    a level's training state is checkpointed every ``checkpoint_minutes`` (0: never)."""
+    a level's training state is checkpointed every ``checkpoint_minutes`` (0: never); ``log``
+    streams every evaluation to 'csv', 'tensorboard' and/or 'wandb' (runs/loggers.py)."""
     with training(Path(out) / cfg.run_id(), announce):
         return run_group(
             [cfg],
@@ -97,6 +101,7 @@ def run(
             data=data,
             announce=announce,
             checkpoint_minutes=checkpoint_minutes,
+            log=log,
         )[0]
 
 
@@ -115,6 +120,7 @@ def branch(
     data: Data | None = None,
     announce: bool = False,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    log: Sequence[str] = (),
 ) -> Run:
     """Train (or resume) the ``kind`` branch of the run ``parent`` and return it.
 
@@ -122,7 +128,7 @@ def branch(
     completed); ``level = L``: only level L; ``seed``: the fresh init and data order (default:
     the parent's); ``overrides``: dotted fields such as ``train.lr`` or ``rewind_to``. ``out``
     defaults to the directory holding the parent, so a branch sits beside it in its sweep;
-    ``announce`` and ``checkpoint_minutes`` as for :func:`run`.
+    ``announce``, ``checkpoint_minutes`` and ``log`` as for :func:`run`.
     """
     parent = parent if isinstance(parent, Run) else open_run(parent)
     if levels is None and level is None:
@@ -151,6 +157,7 @@ def branch(
             parents=[parent],
             announce=announce,
             checkpoint_minutes=checkpoint_minutes,
+            log=log,
         )[0]
 
 
@@ -263,6 +270,7 @@ class Member:
     overrides: TensorOverrides
     todo: list[int]
     checkpoint_every: float = 0.0
+    log: RunLog | None = None
 
 
 def run_group(
@@ -276,6 +284,7 @@ def run_group(
     parents: Sequence[Run | None] | None = None,
     announce: bool = False,
     checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    log: Sequence[str] = (),
 ) -> list[Run]:
     """Run configs that differ only in seed as K replicas trained side by side (one is a plain run).
 
@@ -284,9 +293,11 @@ def run_group(
     its masks from its parent: ``parents[i]``, by default the run ``out/<branch.parent>``.
     ``announce`` says on stderr, once every check has passed, where each run trains. Every
     ``checkpoint_minutes`` (0: never) the level's training state is saved, so a killed level
-    resumes from there to the same bytes (not for gradual levels).
+    resumes from there to the same bytes (not for gradual levels). ``log`` names the experiment
+    loggers each member's evaluations stream to (runs/loggers.py).
     """
     check_device(device)
+    log = check_loggers(log)
     if len({replica_key(c) for c in cfgs}) > 1:
         raise ConfigError(
             "run_group trains configs that differ only in seed; group them with replica_key"
@@ -332,7 +343,11 @@ def run_group(
             if WEIGHT_FILES[which] not in recorded:
                 save_weights(store, which, state)
         members.append(Member(c, store, overrides, todo, 60.0 * checkpoint_minutes))
-    with cpu_threads(cfg0.train.threads):
+    with cpu_threads(cfg0.train.threads), ExitStack() as logs:
+        for m in members:
+            if log:
+                m.log = RunLog(log, m.store.path, m.cfg)
+                logs.callback(m.log.close)
         for level in sorted({lv for m in members for lv in m.todo}):
             active = [m for m in members if level in m.todo]
             train_level(active, template, data, level, plan, progress)
@@ -405,6 +420,12 @@ def train_together(
     label = f"level {level}/{cfg.levels}" + (f" ×{len(members)} seeds" if len(members) > 1 else "")
     seeds = [m.cfg.seed for m in members]
     hook = gradual_hook(cfg, plan.gradual, masks, seeds)  # prune.schedule = 'gradual'
+    densities = [density(mask) for mask in masks]
+
+    def log_evaluation(k: int, row: dict[str, float]) -> None:
+        if members[k].log is not None:
+            members[k].log.evaluation(level, densities[k], row)
+
     try:
         results = train_replicas(
             net,
@@ -418,6 +439,7 @@ def train_together(
             progress=label if progress and interactive() else None,
             update_masks=hook,
             checkpoints=level_checkpoints(members, level),
+            on_evaluation=log_evaluation,
         )
     except Diverged as error:
         record_divergence(members[error.replica].store.path, level, error)
@@ -447,6 +469,8 @@ def train_together(
             start=fresh,
             extra_files=level_files.get(m.store.path),
         )
+        if m.log is not None:
+            m.log.level_done(level, metrics)
         if progress and not interactive():  # a log: one line per level instead of a bar
             report_level(m.store.run_id, level, metrics)
 

@@ -42,6 +42,7 @@ from maskstudy.files import is_temp_file, write_atomic
 from maskstudy.runs.branch import branch_config, waiting_for
 from maskstudy.runs.config import RunConfig, current_path
 from maskstudy.runs.lock import run_state
+from maskstudy.runs.loggers import check_loggers
 from maskstudy.runs.presets import get_preset
 from maskstudy.runs.run import preflight
 from maskstudy.runs.store import Run, is_run_dir
@@ -59,6 +60,7 @@ TOP_LEVEL = (
     "slurm",
     "name",
     "description",
+    "log",
 )
 BRANCH_KEYS = ("kinds", "of", "seeds", "set")
 
@@ -70,6 +72,7 @@ class SweepSpec:
     configs: list[RunConfig]  # the runs, then their branches
     slurm: dict[str, Any] = field(default_factory=dict)
     axes: tuple[str, ...] = ()  # the fields that vary across the sweep (dotted names)
+    log: tuple[str, ...] = ()  # experiment loggers every run streams to (runs/loggers.py)
 
 
 def _sections(cfg: Any, prefix: str = "") -> set[str]:
@@ -197,7 +200,10 @@ def parse_sweep(text: str, where: str = "sweep file") -> SweepSpec:
         axes.append("seed")
     if "branches" in spec:
         axes.append("branch.kind")
-    return SweepSpec(configs, dict(slurm), tuple(axes))
+    log = spec.get("log", [])
+    if not isinstance(log, list | str):
+        raise ConfigError(f'{where}: log = {log!r} must be a list of loggers, e.g. log = ["csv"]')
+    return SweepSpec(configs, dict(slurm), tuple(axes), check_loggers(log, f"{where}: log"))
 
 
 def _branch_tables(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:

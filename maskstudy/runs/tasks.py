@@ -66,8 +66,10 @@ def execute_task(
     data_root: str | Path | None = None,
     device: str | None = None,
     threads: int | None = None,
+    log: tuple[str, ...] = (),
 ) -> dict[str, Outcome]:
-    """Lock, then train (as one replica group) the runs of ``cfgs`` that are not complete.
+    """Lock, then train (as one replica group) the runs of ``cfgs`` that are not complete,
+    streaming their evaluations to the loggers ``log`` (runs/loggers.py).
 
     A run locked by another process is left to it ("busy"). If a group fails, its members are
     retried one by one; a run that fails alone gets ``error.txt`` and the others go on, as does
@@ -103,7 +105,7 @@ def execute_task(
             return outcomes
         if len(todo) > 1:
             try:
-                run_group(todo, out, device=device, progress=False, data=data)
+                run_group(todo, out, device=device, progress=False, data=data, log=log)
                 for cfg in todo:
                     clear_error(out / cfg.run_id())
                     outcomes[cfg.run_id()] = "trained"
@@ -116,7 +118,7 @@ def execute_task(
                 outcomes[cfg.run_id()] = "diverged"
                 continue
             try:
-                run_group([cfg], out, device=device, progress=False, data=data)
+                run_group([cfg], out, device=device, progress=False, data=data, log=log)
                 clear_error(run_dir)
                 outcomes[cfg.run_id()] = "trained"
             except Diverged:

@@ -249,6 +249,7 @@ def train_replicas(
     update_masks: MaskUpdate | None = None,
     checkpoints: Checkpoints | None = None,
     plan: TrainPlan | None = None,
+    on_evaluation: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[TrainResult]:
     """``train`` for K replicas side by side: replica k keeps ``masks[k]`` and sees the data
     order of ``seeds[k]``; its loss is its own batch mean, so its gradients are its own.
@@ -258,7 +259,8 @@ def train_replicas(
     ``checkpoints`` saves the training state every ``checkpoints.every`` seconds and resumes
     from the last one this call saved (train/checkpoint.py); not with ``update_masks``.
     ``plan`` gives the iterations (default: ``cfg``'s durations at this dataset's epoch length;
-    a level's budget may stretch them, runs/scratch.py).
+    a level's budget may stretch them, runs/scratch.py). ``on_evaluation(k, row)`` receives
+    each evaluation row of replica k as it is recorded (experiment loggers, runs/loggers.py).
     """
     began = time.perf_counter()
     if not len(masks) == len(seeds) == net.size:
@@ -314,6 +316,8 @@ def train_replicas(
                     row["train_loss"] = float(loss_sum[k]) / loss_count
                     row.update(evaluations[k])
                     history.append(row)
+                    if on_evaluation is not None:
+                        on_evaluation(k, row)
                 loss_sum, loss_count = torch.zeros_like(loss_sum), 0
                 bar.set_postfix(
                     test_acc=" ".join(f"{h[-1]['test_acc']:.4f}" for h in histories[:4])
