@@ -36,7 +36,7 @@ RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # Inside runs/, bottom to top: configuration, the store, run orchestration, sweeps.
 RUNS = [
     ("regimes", "config", "presets", "runlike", "progress"),
-    ("store", "gradual", "lock", "table"),
+    ("store", "gradual", "lock", "table", "loggers"),
     ("checks", "scoring", "scratch", "branch", "run", "foreign", "openlth", "pruned_models"),
     ("sweep", "verify", "discover", "tasks", "executors"),
 ]
