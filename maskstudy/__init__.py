@@ -11,6 +11,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what each name is, for readers and type checkers
+    from maskstudy.explorer import explore
     from maskstudy.runs.discover import open_runs
     from maskstudy.runs.openlth import open_openlth
     from maskstudy.runs.pruned_models import from_pruned_model
@@ -27,6 +28,7 @@ _API = {
     "branch": "maskstudy.runs.run",
     "open_openlth": "maskstudy.runs.openlth",
     "from_pruned_model": "maskstudy.runs.pruned_models",
+    "explore": "maskstudy.explorer",
 }
 __all__ = [
     "open_run",
@@ -35,6 +37,7 @@ __all__ = [
     "branch",
     "open_openlth",
     "from_pruned_model",
+    "explore",
     "__version__",
 ]
 

@@ -142,10 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     _log_option(w, "the sweep file's log = [...], else none")
     w.set_defaults(command="sweep")
 
-    st = sub.add_parser("status", help="table of a sweep's runs: done, partial, failed, pending")
-    st.add_argument("dir", help="sweep directory")
+    st = sub.add_parser(
+        "status", help="each run's state (done, partial, failed, pending, ...) and final accuracy"
+    )
+    st.add_argument("dir", help="sweep, run or folder of runs")
     st.add_argument("--short", action="store_true", help="leave out the run ids")
     st.set_defaults(command="status")
+
+    ls = sub.add_parser("ls", help="the runs of a sweep or folder: levels, % remaining, accuracy")
+    ls.add_argument("dir", help="sweep, run or folder of runs")
+    ls.set_defaults(command="ls")
 
     v = sub.add_parser(
         "verify", help="check every stored file against its recorded sha256 (exit 1 if damaged)"
@@ -166,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--only", nargs="+", metavar="NAME", help="draw only these figures")
     f.set_defaults(command="figures")
 
+    rp = sub.add_parser(
+        "report", help="one self-contained HTML page: status, results, figures, analyses, configs"
+    )
+    rp.add_argument("dir", help="sweep, run or folder of runs")
+    rp.add_argument("--out", help="the HTML file (default: DIR/report.html)")
+    rp.add_argument("--only", nargs="+", metavar="NAME", help="draw only these figures")
+    rp.set_defaults(command="report")
+
     m = sub.add_parser("lmc", help="linear-mode-connectivity error barrier of one level of a run")
     m.add_argument("run", help="run directory")
     m.add_argument("--level", type=int, required=True, help="level whose start weights are copied")
@@ -179,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's rewind_to; a θk the run did not store is replayed from θ0)",
     )
     m.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
-    m.add_argument("--data", help="data directory (default: $MASKSTUDY_DATA or data/)")
+    m.add_argument(
+        "--data",
+        help="data directory (default: the one the run trained from, else $MASKSTUDY_DATA or data/)",
+    )
     m.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     m.add_argument(
         "--out",

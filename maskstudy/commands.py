@@ -13,13 +13,14 @@ from maskstudy.demo import demo
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.plots import draw_figures
 from maskstudy.runs.config import parse_value
-from maskstudy.runs.discover import open_runs
+from maskstudy.runs.discover import open_runs, status_of
 from maskstudy.runs.executors import run_sweep
 from maskstudy.runs.presets import PRESETS, get_preset
 from maskstudy.runs.run import branch, run
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
 from maskstudy.runs.verify import is_damaged, summary, verify
+from maskstudy.sweep_report import REPORT_FILE, write_report
 
 
 def _key_values(items: Sequence[str] | None, flag: str, example: str) -> dict:
@@ -153,11 +154,24 @@ def _totals(status) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
 
-    status = open_sweep(args.dir).status()
+    status = status_of(args.dir)
     with pd_options():
-        print(status.drop(columns="run_id" if args.short else []).to_string(index=False))
+        print(_shown(status.drop(columns="run_id" if args.short else [])))
     print(_totals(status))
     return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+
+    runs = status_of(args.dir).drop(columns=["state", "detail"])
+    with pd_options():
+        print(_shown(runs))
+    return 0
+
+
+def _shown(table) -> str:
+    """A status table as text: accuracy and % remaining to 4 digits, empty before a level."""
+    return table.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -229,6 +243,15 @@ def cmd_figures(args: argparse.Namespace) -> int:
     report = draw_figures(runs, out, formats=formats, names=args.only)
     print(report)
     print(f"figures: {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+
+    out = Path(args.out) if args.out else Path(args.dir) / REPORT_FILE
+    _check_writable(out.parent, not args.out, "--out FILE.html")
+    print(write_report(args.dir, out, figures=args.only))
+    print(f"report: {out}")
     return 0
 
 

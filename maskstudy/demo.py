@@ -55,7 +55,7 @@ def demo(
     sweep_file.write_text(DEMO_SWEEP.format(levels=levels, epochs=epochs))
     run_sweep(sweep_file, out / "runs", device=device, progress=progress, extend=True)
     sweep = open_sweep(out / "runs")
-    frame = sweep.frame()
+    frame = sweep.frame(all_columns=True)
     frame.to_csv(out / "results.csv", index=False)
     tables = analysis_tables(sweep.runs)
     write_tables(tables, out / "analysis")

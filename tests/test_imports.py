@@ -14,11 +14,13 @@ from torch.nn.utils import prune as torch_prune
 from maskstudy.analysis.overlap import jaccard
 from maskstudy.analysis.run_overlap import overlap_table
 from maskstudy.errors import ConfigError, StoreError
+from maskstudy.masks import prunable_names
 from maskstudy.models import build
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.foreign import load_tensors
-from maskstudy.runs.openlth import OpenLTHRun, open_openlth, openlth_config
+from maskstudy.runs.openlth import OpenLTHRun, maskstudy_names, open_openlth, openlth_config
 from maskstudy.runs.pruned_models import (
+    PRUNE_FIELDS,
     from_pruned_model,
     runs_from_pruned_models,
     torch_prune_settings,
@@ -35,7 +37,16 @@ LENET = {
     "fc.bias": (10,),
 }
 PRUNABLE = ("fc_layers.0.weight", "fc_layers.1.weight", "fc.weight")
+# ... read back under maskstudy's names for the same network
+RENAMED = {"fc_layers.0": "fc1", "fc_layers.1": "fc2", "fc": "fc3"}
 IGNORED = "fc.weight"
+
+
+def renamed(state: dict) -> dict:
+    """An OpenLTH LeNet-300-100 state dict under maskstudy's tensor names."""
+    return {RENAMED[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]: v for k, v in state.items()}
+
+
 EPOCH = 469  # OpenLTH's MNIST iterations per epoch at batch size 128
 END = 10 * EPOCH  # training_steps = 10ep: model_ep10_it0.pth sorts before ep1 as a string
 
@@ -190,26 +201,29 @@ def test_masks_weights_and_levels_are_what_was_saved(tree):
         assert run.levels == [0, 1, 2]  # level_3 of rep1 has no logger yet
         for level in run.levels:
             mask = run.mask(level)
-            assert list(mask) == list(PRUNABLE)
+            assert list(mask) == ["fc1.weight", "fc2.weight", "fc3.weight"]
             assert all(m.dtype == torch.bool for m in mask.values())
-            assert all(torch.equal(mask[n], want.masks[level][n] == 1) for n in PRUNABLE)
-            assert equal_states(run.weights(level), want.finals[level])
-            assert equal_states(run.weights(level, which="start"), want.starts[level])
-        assert equal_states(run.weights(which="init"), want.init)
+            saved_mask = renamed(want.masks[level])
+            assert all(torch.equal(mask[n], saved_mask[n] == 1) for n in mask)
+            assert equal_states(run.weights(level), renamed(want.finals[level]))
+            assert equal_states(run.weights(level, which="start"), renamed(want.starts[level]))
+        assert equal_states(run.weights(which="init"), renamed(want.init))
     # Masks are nested at 80 % of the pruned layers (the ignored output layer stays full).
     run = OpenLTHRun(root / "lottery_aaa" / "replicate_1")
-    alive = [sum(int(run.mask(lv)[n].sum()) for n in PRUNABLE[:2]) for lv in run.levels]
+    alive = [
+        sum(int(run.mask(lv)[n].sum()) for n in ("fc1.weight", "fc2.weight")) for lv in run.levels
+    ]
     assert [a / alive[0] for a in alive] == pytest.approx([1, 0.8, 0.64], abs=1e-4)
-    assert bool(run.mask(2)[IGNORED].all())
+    assert bool(run.mask(2)["fc3.weight"].all())
 
 
 def test_rewind_points_follow_openlth_pretraining(tree):
     root, saved = tree
     rewinding = OpenLTHRun(root / "lottery_bbb" / "replicate_1")
     want = saved["lottery_bbb-rep1"]
-    assert equal_states(rewinding.weights(which="init"), want.init)  # level_pretrain's step 0
-    assert equal_states(rewinding.weights(which="rewind"), want.rewind)
-    assert equal_states(rewinding.weights(0, which="start"), want.rewind)
+    assert equal_states(rewinding.weights(which="init"), renamed(want.init))  # pretrain's step 0
+    assert equal_states(rewinding.weights(which="rewind"), renamed(want.rewind))
+    assert equal_states(rewinding.weights(0, which="start"), renamed(want.rewind))
     assert rewinding.level_metrics(1)["start_step"] == EPOCH
     with pytest.raises(StoreError, match="use which='init'"):
         OpenLTHRun(root / "lottery_aaa" / "replicate_1").weights(which="rewind")
@@ -230,10 +244,12 @@ def test_level_metrics_come_from_the_logger_end_and_the_mask(tree):
         total = sum(v.numel() for v in mask.values())
         assert (m["kept"], m["total"]) == (kept, total)
         assert m["percent_remaining"] == pytest.approx(100 * kept / total)
-        assert m["layer_density"] == pytest.approx({n: float(v.mean()) for n, v in mask.items()})
+        assert m["layer_density"] == pytest.approx(
+            {n: float(v.mean()) for n, v in renamed(mask).items()}
+        )
     frame = run.metrics()
     assert list(frame["level"]) == [0, 1, 2]
-    assert list(frame[f"density[{IGNORED}]"]) == [1.0, 1.0, 1.0]
+    assert list(frame["density[fc3.weight]"]) == [1.0, 1.0, 1.0]
     history = run.history()
     assert list(history.columns[:2]) == ["level", "step"]
     assert list(history["step"][history["level"] == 1]) == [0, EPOCH, END]
@@ -249,7 +265,7 @@ def test_config_is_read_from_hparams_log(tree):
     cfg = run.config
     assert (cfg.model.name, cfg.data.name, cfg.data.augment) == ("lenet300_100", "mnist", False)
     assert (cfg.prune.criterion, cfg.prune.scope, cfg.prune.amount) == ("magnitude", "global", 0.2)
-    assert (cfg.prune.exclude, cfg.prune.rounding) == (("fc.weight",), "ceil")
+    assert (cfg.prune.exclude, cfg.prune.rounding) == (("fc3.weight",), "ceil")
     assert (cfg.train.duration, cfg.train.lr, cfg.train.batch_size) == ("10ep", 0.1, 128)
     assert (cfg.regime, cfg.rewind_to, cfg.seed, cfg.levels) == ("rewind", "0it", 2, 2)
     assert run.hparams["model_name"] == "mnist_lenet_300_100"
@@ -538,8 +554,17 @@ def test_settings_are_read_only_from_one_plain_torch_method():
     torch_prune.l1_unstructured(linears(counted)["fc1"], "weight", amount=7)
     for model in (twice, globally, counted):
         assert torch_prune_settings(model) == {}
-        assert from_pruned_model(model).config == RunConfig(levels=0)
-    mask = from_pruned_model(globally).mask(0)
+        with pytest.warns(UserWarning, match="prune.criterion and prune.amount unknown"):
+            run = from_pruned_model(model)
+        assert run.config == RunConfig(levels=0) and run.unknown == PRUNE_FIELDS
+        frame = runs_frame([run])  # tables say so, never the defaults
+        assert (frame["criterion"].item(), frame["prune.amount"].item()) == ("unknown", "unknown")
+    with pytest.warns(UserWarning, match="'imported': prune.criterion unknown"):
+        told = from_pruned_model(counted, config={"prune.amount": 0.1})
+    assert told.unknown == ("prune.criterion",)
+    mask = from_pruned_model(
+        globally, config={"prune.criterion": "magnitude", "prune.amount": 0.5}
+    ).mask(0)
     assert sum(int(m.sum()) for m in mask.values()) == 25100
 
 
@@ -576,3 +601,43 @@ def test_bad_imports_say_what_to_do():
         runs_from_pruned_models([a, b], names=["x"])
     with pytest.raises(ConfigError, match="repeat"):
         runs_from_pruned_models([a, b], names=["x", "x"])
+
+
+def test_openlth_names_are_maskstudy_names_for_the_models_both_have(tree):
+    run = OpenLTHRun(tree[0] / "lottery_aaa" / "replicate_1")
+    net = build("lenet300_100", (1, 28, 28), 10)
+    assert list(run.mask(1)) == prunable_names(net)  # masks compare with maskstudy runs'
+    net.load_state_dict(run.weights(1))  # and the weights load into maskstudy's network
+    # OpenLTH's CIFAR ResNet-20 and VGG-11 (its models/cifar_resnet.py, cifar_vgg.py): every
+    # tensor of the ResNet, and every conv / BN / fc tensor of the VGG (whose convs also have a
+    # bias, which maskstudy's have not), land on maskstudy's name for the same tensor
+    stages = [(0, 16, False), (1, 32, True), (2, 64, True)]
+    resnet = ["conv.weight", *bn("bn"), "fc.weight", "fc.bias"]
+    for s, _, down in stages:
+        for b in range(3):
+            block = f"blocks.{3 * s + b}"
+            resnet += [f"{block}.conv1.weight", *bn(f"{block}.bn1")]
+            resnet += [f"{block}.conv2.weight", *bn(f"{block}.bn2")]
+            if down and b == 0:
+                resnet += [f"{block}.shortcut.0.weight", *bn(f"{block}.shortcut.1")]
+    ours = maskstudy_names("cifar_resnet_20", resnet)
+    assert sorted(ours.values()) == sorted(build("resnet20", (3, 32, 32), 10).state_dict())
+    plan = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512]
+    vgg = [f"layers.{i}.{t}" for i, c in enumerate(plan) if c != "M" for t in CONV_BN]
+    vgg += ["fc.weight", "fc.bias"]
+    ours = maskstudy_names("cifar_vgg_11", vgg)
+    assert sorted(ours.values()) == sorted(build("vgg11", (3, 32, 32), 10).state_dict())
+    assert ours["layers.4.conv.weight"] == "conv3.weight"  # the third conv, after two pools
+    assert maskstudy_names("mnist_lenet_20_10", ["fc_layers.0.weight"]) == {
+        "fc_layers.0.weight": "fc_layers.0.weight"  # a model maskstudy lacks keeps its names
+    }
+
+
+CONV_BN = ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"]
+CONV_BN += ["bn.num_batches_tracked"]
+
+
+def bn(prefix: str) -> list[str]:
+    return [f"{prefix}.{t}" for t in ("weight", "bias", "running_mean", "running_var")] + [
+        f"{prefix}.num_batches_tracked"
+    ]

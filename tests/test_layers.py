@@ -25,6 +25,8 @@ LAYERS = [
     ("analysis",),
     ("plots",),
     ("demo",),
+    ("explorer",),  # the interactive mask explorer of the notebooks
+    ("sweep_report",),  # the HTML report of a sweep or folder of runs
     ("__init__",),  # the public API
     ("commands",),  # what each CLI command does
     ("cli",),  # the parser

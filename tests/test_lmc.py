@@ -286,3 +286,17 @@ def test_lmc_command_at_a_chosen_rewind_point(dense_only, capsys):
     assert "level 0 from step 2: error barrier" in capsys.readouterr().out
     curve = pd.read_csv(dense_only.path / "analysis" / "lmc_level00_k2_seeds1-2.csv")
     assert len(curve) == 6
+
+
+def test_lmc_finds_the_data_a_run_trained_from(shared_data, tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(rewind_to="0it", levels=0).replace(
+        {"data.name": "mnist", "train.duration": "4it", "train.eval_every": "4it"}
+    )
+    trained = run(cfg, tmp_path / "runs", data_root=shared_data, progress=False)
+    assert trained.data_root == shared_data.resolve()  # recorded in config.json, absolute
+    monkeypatch.chdir(tmp_path)  # where no data/ folder is, and no MASKSTUDY_DATA
+    monkeypatch.delenv("MASKSTUDY_DATA", raising=False)
+    argv = ["lmc", str(trained.path), "--level", "0", "--points", "2", "--quiet"]
+    assert main(argv) == 0
+    assert "level 0 from step 0: error barrier" in capsys.readouterr().out
+    assert trained.model(0).fc1.weight.shape[1] == 28 * 28

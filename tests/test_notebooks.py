@@ -1,5 +1,6 @@
 """The notebooks: committed without outputs, and each runs top to bottom on a small sweep,
-drawing its figures inline, coping with a sweep of one regime, and failing clearly without one."""
+drawing its figures inline, coping with a sweep of one regime, and failing clearly without one;
+the explorer's widget redraws when the notebook moves its slider."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ NAMES = (
     "02_mask_overlap.ipynb",
     "03_conv_structure.ipynb",
     "04_weight_stability.ipynb",
+    "05_explorer.ipynb",
 )
 # Figures each notebook draws on the test sweep (one model, two criteria, one regime).
 FIGURES = {
@@ -23,6 +25,7 @@ FIGURES = {
     "02_mask_overlap.ipynb": 3,  # MDS map, seed overlap, criterion heatmap (no regime figure)
     "03_conv_structure.ipynb": 4,  # kernel histogram, mask images, dead conv / linear groups
     "04_weight_stability.ipynb": 3,  # S1/S2 curves, weight scatter, LMC curve
+    "05_explorer.ipynb": 0,  # the explorer's figure is a PNG inside its widget
 }
 # What a notebook prints instead of a regime comparison when the sweep has one regime.
 ONE_REGIME_NOTES = {
@@ -47,7 +50,25 @@ def printed(nb: nbformat.NotebookNode) -> str:
     return "".join(out.get("text", "") for out in outputs(nb) if out.output_type == "stream")
 
 
-def test_the_four_notebooks_are_there():
+def the_slider_moved(nb: nbformat.NotebookNode) -> None:
+    """05: one explorer widget shown; its last cell moved the slider from the deepest level
+    (2 in the test sweep) to the middle one, and what the widget shows changed."""
+    widgets = [o for o in outputs(nb) if WIDGET in o.get("data", {})]
+    assert len(widgets) == 1
+    lines = printed(nb).splitlines()
+    before = next(line for line in lines if line.startswith("before: "))
+    after = next(line for line in lines if line.startswith("after: "))
+    assert before.startswith("before: level 2 (") and after.startswith("after:  level 1 (")
+    assert before.split("), ", 1)[1] != after.split("), ", 1)[1]  # densities and overlaps
+    assert "figure redrawn: True" in lines
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+# What else a notebook must show on the test sweep.
+CHECKS = {"05_explorer.ipynb": the_slider_moved}
+
+
+def test_the_five_notebooks_are_there():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == list(NAMES)
 
 
@@ -75,6 +96,8 @@ def test_runs_on_a_sweep(name, conv_sweep_dir, monkeypatch):
     assert f"{conv_sweep_dir}: 4 runs" in printed(nb)
     if name in ONE_REGIME_NOTES:
         assert ONE_REGIME_NOTES[name] in printed(nb)
+    if name in CHECKS:
+        CHECKS[name](nb)
 
 
 def test_without_a_sweep_the_first_cell_says_what_to_do(tmp_path, monkeypatch):

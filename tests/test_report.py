@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from maskstudy.analysis.overlap import jaccard
-from maskstudy.analysis.report import varying_fields
 from maskstudy.cli import main
 from maskstudy.errors import StoreError
 from maskstudy.runs.discover import open_runs
 from maskstudy.runs.store import open_run
+from maskstudy.runs.table import varying_fields
 
 
 @pytest.fixture(scope="module")

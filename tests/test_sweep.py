@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,14 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskstudy import open_sweep
+from maskstudy import open_run, open_sweep
 from maskstudy.cli import main
 from maskstudy.data import from_config
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.runs import lock
+from maskstudy.runs.discover import status_of
 from maskstudy.runs.executors import Ray, available_devices, run_sweep
 from maskstudy.runs.lock import RunLock
 from maskstudy.runs.sweep import parse_sweep
+from maskstudy.runs.table import ALIASES, config_columns
 from maskstudy.runs.tasks import plan_tasks
 from maskstudy.train import evaluate
 
@@ -227,6 +230,24 @@ def test_frame_is_one_row_per_run_and_level_with_config_columns(done_sweep):
     assert row["density"].item() == last["density[fc1.weight]"]
 
 
+def test_frame_keeps_the_columns_that_tell_runs_apart_unless_asked_for_all(done_sweep):
+    sweep = open_sweep(done_sweep[0] / "out")
+    short, full = sweep.frame(), sweep.frame(all_columns=True)
+    config = set(config_columns(sweep.runs[0]))
+    kept = config & set(short.columns)
+    # the short names stay; their dotted twins, the fields every run shares and the (empty)
+    # branch columns go; each field left varies across the sweep
+    assert {"run_id", "model", "dataset", "criterion", "scope", "regime", "seed"} <= kept
+    assert not {"prune.criterion", "model.name", "train.lr", "branch", "parent"} & kept
+    assert all(
+        short[c].astype(str).nunique() > 1 for c in kept - set(ALIASES.values()) - {"run_id"}
+    )
+    assert {"prune.criterion", "train.lr", "branch"} <= set(full.columns)
+    dropped = set(full.columns) - set(short.columns)
+    assert dropped <= config  # every metric stays, constant or not
+    assert short.equals(full.drop(columns=sorted(dropped, key=list(full.columns).index)))
+
+
 def test_second_call_skips_completed_runs_without_touching_them(done_sweep):
     root, path, _ = done_sweep
     stamps = {
@@ -292,6 +313,34 @@ def test_a_failing_run_records_its_error_and_the_others_go_on(tmp_path, capsys):
     assert main(["status", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "2 runs: 1 done, 1 failed" in out
+
+
+def test_status_and_ls_read_a_folder_of_runs_and_show_the_final_accuracy(
+    done_sweep, tmp_path, capsys
+):
+    sweep = open_sweep(done_sweep[0] / "out")
+    folder = tmp_path / "runs"  # the sweep's runs, as a plain folder (no sweep.toml)
+    for stored in sweep.runs[:3]:
+        shutil.copytree(stored.path, folder / stored.run_id)
+    shutil.rmtree(folder / sweep.runs[2].run_id / "levels" / "02")  # one run left partial
+    status = status_of(folder)
+    assert status["run_id"].tolist() == sorted(r.run_id for r in sweep.runs[:3])
+    assert {"prune.criterion", "seed"} <= set(status.columns)  # the fields that vary
+    finals = {r.run_id: r.level_metrics(2)["test_acc"] for r in sweep.runs[:2]}
+    for row in status.itertuples():
+        if row.run_id in finals:
+            assert (row.state, row.levels, row.test_acc) == ("done", "3/3", finals[row.run_id])
+        else:  # the partial run shows its last completed level
+            stored = open_run(folder / row.run_id)
+            assert (row.state, row.levels) == ("partial", "2/3")
+            assert row.test_acc == stored.level_metrics(1)["test_acc"]
+            assert row.percent_remaining == stored.level_metrics(1)["percent_remaining"]
+    assert status_of(done_sweep[0] / "out")["test_acc"].notna().all()  # a sweep's status too
+    assert main(["ls", str(folder)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert "test_acc" in listed[0] and "state" not in listed[0] and len(listed) == 4
+    assert main(["status", str(folder)]) == 0
+    assert "3 runs: 2 done, 1 partial" in capsys.readouterr().out
 
 
 def test_status_shows_partial_pending_and_running(tmp_path):

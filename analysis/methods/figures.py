@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args = study_args(__doc__, "lenet5_mnist.toml", argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    frame = maskstudy.open_sweep(args.sweep).frame()
+    frame = maskstudy.open_sweep(args.sweep).frame(all_columns=True)
     table = method_table(frame)
     table.to_csv(out / "methods_table.csv", index=False)
     with pd.option_context("display.width", 250, "display.max_columns", 30):

@@ -267,14 +267,16 @@ def lmc_probe(
     seeing the data order (and augmentation) of ``seeds[i]``. Then the errors along the
     straight line between them on the test and train splits, and the barriers. ``data`` (a
     preloaded dataset, moved to ``device``) skips loading ``run.config.data`` from
-    ``data_root``. Raises ConfigError for a level the run has not completed, or ``rewind_to``
+    ``data_root`` (default: the folder the run trained from, as its config.json records). Raises ConfigError for a level the run has not completed, or ``rewind_to``
     at a level > 0.
     """
     check_device(device)
     seed_pair = _check_probe(run, level, seeds)
     _check_rewind(run, level, rewind_to)  # before loading the data
     cfg = run.config
-    data = (data if data is not None else from_config(cfg.data, data_root, device)).to(device)
+    if data is None:  # by default, the folder the run trained from
+        data = from_config(cfg.data, data_root or run.data_root, device)
+    data = data.to(device)
     with cpu_threads(cfg.train.threads):  # the run's own arithmetic
         mask = run.mask(level)
         start, start_step = _level_start(run, level, data, rewind_to)

@@ -17,17 +17,7 @@ from maskstudy.analysis.stability import stability_table
 from maskstudy.analysis.structure import structure_table
 from maskstudy.errors import StoreError
 from maskstudy.runs.runlike import RunLike
-from maskstudy.runs.table import flatten
-
-
-def varying_fields(runs: Sequence[RunLike]) -> list[str]:
-    """Dotted config fields that differ between ``runs`` (how many levels, and which run a
-    branch comes from, aside)."""
-    flats = [flatten(run.config.to_dict()) for run in runs]
-    keys = sorted(
-        {key for flat in flats for key in flat} - {"levels", "branch.parent", "branch.first"}
-    )
-    return [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
+from maskstudy.runs.table import varying_fields
 
 
 def overlap_tables(runs: Sequence[RunLike], axes: Sequence[str]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from maskstudy.analysis.embedding import MIN_RUNS, mask_embedding
-from maskstudy.analysis.report import TABLES, varying_fields
+from maskstudy.analysis.report import TABLES
 from maskstudy.errors import ConfigError, StoreError, did_you_mean
 from maskstudy.plots.accuracy import accuracy_vs_remaining
 from maskstudy.plots.density import density_vs_level
@@ -34,7 +34,7 @@ from maskstudy.plots.structure import (
 )
 from maskstudy.plots.style import CRITERIA, REGIMES, WHOLE, ordered, study_title
 from maskstudy.runs.runlike import RunLike
-from maskstudy.runs.table import ALIASES, config_columns, flatten, runs_frame
+from maskstudy.runs.table import ALIASES, config_columns, flatten, runs_frame, varying_fields
 
 FORMATS = ("pdf", "png", "svg")
 MAX_PANELS = 6  # runs drawn side by side in P5 / P7 scatters

@@ -64,6 +64,12 @@ def kernel_counts(mask: np.ndarray) -> np.ndarray:
     return m.reshape(m.shape[0], m.shape[1], -1).sum(axis=2)
 
 
+def count_scale(full: int) -> tuple[ListedColormap, BoundaryNorm]:
+    """Colours of alive-weight counts per kernel, 0 (dead: white) to ``full`` (kh·kw alive)."""
+    cmap = ListedColormap(["white", *sns.color_palette("mako_r", full)])
+    return cmap, BoundaryNorm(np.arange(-0.5, full + 1), cmap.N)
+
+
 def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
     """P5: one panel per run, C_out (rows) × C_in (columns), each cell coloured by the number
     of weights alive in that kernel at ``level``, on a scale from 0 to a full kernel (k·k), so
@@ -93,10 +99,7 @@ def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
     fig, axes = panel_grid(
         len(runs), columns, sharey=True, size=(width, width * min(2.0, rows / cols) + 0.45)
     )
-    size = full  # a full kernel: kh·kw alive weights
-    palette = ["white", *sns.color_palette("mako_r", size)]
-    cmap = ListedColormap(palette)
-    norm = BoundaryNorm(np.arange(-0.5, size + 1), cmap.N)
+    cmap, norm = count_scale(full)
     for ax, grid, title in zip(axes, counts, titles, strict=True):
         image = ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
         ax.set_title(title)
@@ -105,8 +108,8 @@ def conv_mask_images(runs: Sequence[RunLike], level: int, layer: str) -> Figure:
         for spine in ax.spines.values():
             spine.set_visible(True)
     axes[0].set_ylabel("output channel (filter)")
-    step = -(-size // 4)
-    ticks = sorted({*range(0, size + 1, step), size})
+    step = -(-full // 4)
+    ticks = sorted({*range(0, full + 1, step), full})
     bar = fig.colorbar(image, ax=axes, ticks=ticks, shrink=0.9)
     bar.minorticks_off()
     bar.set_label("alive weights per kernel")

@@ -50,7 +50,7 @@ def write_study(
     """Print and write ``out/<prefix>_<table>.csv`` (:func:`method_tables`) and draw
     ``figures`` of the sweep in ``sweep_dir`` into ``out``."""
     sweep = open_sweep(sweep_dir)
-    frame = with_parent_dense(sweep.frame())
+    frame = with_parent_dense(sweep.frame(all_columns=True))
     out.mkdir(parents=True, exist_ok=True)
     for name, table in method_tables(frame, reference, others, values).items():
         table.to_csv(out / f"{prefix}_{name}.csv", index=False)

@@ -1,13 +1,16 @@
 """OpenLTH results read like maskstudy runs: ``lottery_<hash>/replicate_<n>`` directories.
 
-Masks keep OpenLTH's tensor names (its LeNet names its layers ``fc_layers.0`` ... ``fc``), so
-they compare with each other, not with maskstudy runs of the same architecture.
+For the architectures both have, masks and weights are renamed to maskstudy's tensor names
+(LeNet-300-100's ``fc_layers.0`` / ``fc_layers.1`` / ``fc`` → ``fc1`` / ``fc2`` / ``fc3``; VGG's
+``layers.<i>.conv`` / ``.bn`` → ``conv<k>`` / ``bn<k>``; ResNet's ``blocks.<i>`` →
+``stage<s>.<b>``), so an OpenLTH mask compares directly with a maskstudy run's; other models
+keep OpenLTH's names.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,40 @@ _HPARAMS: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 
+def maskstudy_names(model_name: str, names: Iterable[str]) -> dict[str, str]:
+    """OpenLTH tensor name → maskstudy's, for the OpenLTH model ``model_name``; names of a model
+    maskstudy does not have map to themselves."""
+    names = list(names)
+    if model_name == "mnist_lenet_300_100":
+        rules = [
+            (r"fc_layers\.(\d+)\.", lambda m: f"fc{int(m[1]) + 1}."),
+            (r"fc\.", lambda m: "fc3."),
+        ]
+    elif re.fullmatch(r"cifar_vgg_(\d+)", model_name):
+        convs = sorted({int(m[1]) for n in names if (m := re.match(r"layers\.(\d+)\.conv\.", n))})
+        rank = {index: k for k, index in enumerate(convs, start=1)}
+        rules = [(r"layers\.(\d+)\.(conv|bn)\.", lambda m: f"{m[2]}{rank[int(m[1])]}.")]
+    elif match := re.fullmatch(r"cifar_resnet_(\d+)(?:_\d+)?", model_name):
+        per_stage = (int(match[1]) - 2) // 6
+        rules = [
+            (
+                r"blocks\.(\d+)\.",
+                lambda m: f"stage{int(m[1]) // per_stage + 1}.{int(m[1]) % per_stage}.",
+            )
+        ]
+    else:
+        rules = []
+    renamed = {}
+    for name in names:
+        new = name
+        for pattern, replace in rules:
+            if m := re.match(pattern, name):
+                new = replace(m) + name[m.end() :]
+                break
+        renamed[name] = new
+    return renamed
+
+
 def openlth_config(
     hparams: Mapping[str, str], replicate: int = 0, levels: int = 0
 ) -> tuple[RunConfig, dict[str, str]]:
@@ -102,6 +139,9 @@ def openlth_config(
         except ValueError:  # a ConfigError, or a number that does not parse
             continue
         del unmapped[key]
+    if cfg.prune.exclude:  # OpenLTH's names of the layers it leaves whole, in maskstudy's
+        names = maskstudy_names(hparams.get("model_name", ""), cfg.prune.exclude)
+        cfg = cfg.replace({"prune.exclude": [names[n] for n in cfg.prune.exclude]})
     # Rewinding pretrains with the main settings (maskstudy's only way); differing ones stay listed.
     for key in [k for k in unmapped if k.startswith("pretrain_")]:
         main = key.removeprefix("pretrain_")
@@ -197,20 +237,21 @@ class OpenLTHRun(ForeignRun):
         for name, m in mask.items():
             if ((m != 0) & (m != 1)).any():
                 raise StoreError(f"{path} entry {name!r} holds values other than 0 and 1")
-        return {name: m != 0 for name, m in mask.items()}
+        return {name: m != 0 for name, m in self._renamed(mask).items()}
 
     def weights(self, level: int | None = None, which: str = "final") -> State:
         """Weights of a level (``final``/``start``), or the run's ``init`` / ``rewind`` point."""
+        return self._renamed(load_tensors(self._weights_file(level, which)))
+
+    def _weights_file(self, level: int | None, which: str) -> Path:
         if which in ("final", "start"):
             if level is None:
                 raise StoreError(f"weights(which={which!r}) needs a level")
             checkpoints = self._checkpoints(self._require(level))
-            return load_tensors(checkpoints[-1 if which == "final" else 0])
+            return checkpoints[-1 if which == "final" else 0]
         if which == "init":
             pretrain = self._dir("pretrain")
-            return load_tensors(
-                (pretrain if pretrain.is_dir() else self._dir(0)) / "model_ep0_it0.pth"
-            )
+            return (pretrain if pretrain.is_dir() else self._dir(0)) / "model_ep0_it0.pth"
         if which == "rewind":
             start = self._checkpoints(self._require(0))[0]
             if start.name == "model_ep0_it0.pth":
@@ -218,8 +259,13 @@ class OpenLTHRun(ForeignRun):
                     f"{self.run_id} rewinds to step 0, so the rewind point is the init: "
                     "use which='init'"
                 )
-            return load_tensors(start)
+            return start
         raise StoreError(f"which = {which!r}; choose one of: final, start, init, rewind")
+
+    def _renamed(self, tensors: dict) -> dict:
+        """``tensors`` under maskstudy's names (for the models both have)."""
+        names = maskstudy_names(self.hparams.get("model_name", ""), tensors)
+        return {names[name]: value for name, value in tensors.items()}
 
     def _log(self, level: int) -> list[tuple[str, int, float]]:
         path = self._dir(self._require(level)) / "logger"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,9 +72,12 @@ class ImportedRun(ForeignRun):
         mask: Mask,
         weights: Mapping[str, State],
         metrics: Mapping[str, Any] | None = None,
+        unknown: Sequence[str] = (),
     ) -> None:
         self.run_id, self.config, self._mask = run_id, config, mask
         self._weights, self._metrics = dict(weights), dict(metrics or {})
+        # config fields nothing told (left at their defaults): tables show them as 'unknown'
+        self.unknown = tuple(unknown)
 
     @property
     def levels(self) -> list[int]:
@@ -138,14 +142,29 @@ def from_pruned_model(
                 "pass the same architecture after training"
             )
         weights = {"final": final, "start": own}
-    return ImportedRun(name, _imported_config(model, config), mask, weights, metrics)
+    cfg, unknown = _imported_config(model, config)
+    if unknown:
+        warnings.warn(
+            f"{name!r}: {' and '.join(unknown)} unknown: its torch.nn.utils.prune hooks do not "
+            "name one method at one fraction (several methods, repeated or global pruning, "
+            "custom_from_mask, or a count); tables show 'unknown'. Pass them, e.g. "
+            "config={'prune.criterion': 'magnitude', 'prune.amount': 0.2}",
+            stacklevel=2,
+        )
+    return ImportedRun(name, cfg, mask, weights, metrics, unknown)
 
 
-def _imported_config(model: nn.Module, config: ConfigLike) -> RunConfig:
+PRUNE_FIELDS = ("prune.criterion", "prune.amount")  # what the hooks tell, when they can
+
+
+def _imported_config(model: nn.Module, config: ConfigLike) -> tuple[RunConfig, tuple[str, ...]]:
+    """The run's config, and the prune fields neither the hooks nor ``config`` told."""
     if isinstance(config, RunConfig):
-        return config
-    overrides = {**torch_prune_settings(model), **(config or {})}
-    return RunConfig(levels=0).replace(overrides)
+        return config, ()
+    read = torch_prune_settings(model)
+    given = dict(config or {})
+    unknown = tuple(f for f in PRUNE_FIELDS if f not in read and f not in given)
+    return RunConfig(levels=0).replace({**read, **given}), unknown
 
 
 def runs_from_pruned_models(

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from maskstudy.data import from_config
+from maskstudy.data import default_root, from_config
 from maskstudy.errors import ConfigError, StoreError
 from maskstudy.files import (
     digest,
@@ -193,15 +193,22 @@ class Run:
             return self._level_tensors(level, START_FILE, "start")
         return inherited_start(self, level, self.mask(level))
 
+    @property
+    def data_root(self) -> Path | None:
+        """The data folder the run last trained from (None: not recorded, or gone since)."""
+        where = self.info.get("data_root")
+        return Path(where) if where is not None and Path(where).is_dir() else None
+
     def model(
         self, level: int, which: str = "final", data_root: str | Path | None = None
     ) -> nn.Module:
         """The network of ``level`` ready to use: ``weights(level, which)`` loaded, the level's
         mask applied, in eval mode, on the CPU. The input shape comes from config.json (runs
-        before it was recorded load their dataset's shape from ``data_root``)."""
+        before it was recorded load their dataset's shape from ``data_root``, by default the
+        folder the run trained from)."""
         record = self.info.get("inputs")
         if record is None:
-            data = from_config(self.config.data, data_root)
+            data = from_config(self.config.data, data_root or self.data_root)
             shape, classes = data.input_shape, data.num_classes
         else:
             shape, classes = tuple(record["shape"]), int(record["classes"])
@@ -426,6 +433,15 @@ def create_run(
 def _inputs_record(inputs: tuple[tuple[int, ...], int]) -> dict[str, Any]:
     shape, classes = inputs
     return {"shape": list(shape), "classes": int(classes)}
+
+
+def record_data_root(run: Run, root: str | Path | None) -> None:
+    """Record in config.json the data folder the run trains from (absolute; default: the
+    one ``load`` would use), so that ``lmc`` and ``Run.model`` find its data again."""
+    where = str(Path(root if root is not None else default_root()).expanduser().resolve())
+    if run.info.get("data_root") != where:
+        run.info["data_root"] = where
+        write_json(run.path / CONFIG_FILE, run.info)
 
 
 def record_parent_mask(run: Run, level: int) -> None:

@@ -30,7 +30,7 @@ import dataclasses
 import itertools
 import tomllib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from maskstudy.runs.loggers import check_loggers
 from maskstudy.runs.presets import get_preset
 from maskstudy.runs.run import preflight
 from maskstudy.runs.store import Run, is_run_dir
-from maskstudy.runs.table import config_columns, runs_frame
+from maskstudy.runs.table import ALIASES, config_columns, flatten, runs_frame
 
 SWEEP_FILE = "sweep.toml"
 TOP_LEVEL = (
@@ -330,9 +330,19 @@ class Sweep:
                 chosen.append(run)
         return chosen
 
-    def frame(self, long: bool = False) -> pd.DataFrame:
-        """One row per (run, level) with config columns; ``long``: one row per (run, level, layer)."""
-        frame = runs_frame(self.runs)
+    def frame(self, long: bool = False, all_columns: bool = False) -> pd.DataFrame:
+        """One row per (run, level) with config columns; ``long``: one row per (run, level, layer).
+
+        The config columns are those that tell the runs apart: the short names (model, dataset,
+        criterion, scope, regime, seed) and every dotted field whose value varies; the dotted
+        twins of the short names and the fields that are the same for every run are left out,
+        as are the branch columns of a sweep without branches. ``all_columns``: keep them all.
+        """
+        runs = self.runs
+        frame = runs_frame(runs)
+        if not all_columns and not frame.empty:
+            fields = flatten(runs[0].config.to_dict())
+            frame = frame.drop(columns=_same_or_twin(frame, fields))
         if not long or frame.empty:
             return frame
         density = [c for c in frame.columns if c.startswith("density[")]
@@ -365,6 +375,18 @@ class Sweep:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _same_or_twin(frame: pd.DataFrame, fields: Iterable[str]) -> list[str]:
+    """Config columns of ``frame`` (the dotted ``fields``) that tell no run apart: the twins of
+    the short names, fields with one value in every row, and the branch columns when nothing
+    is a branch."""
+    twins = [c for c in ALIASES if c in frame and ALIASES[c] != c]
+    dotted = [c for c in fields if c in frame and c not in twins and c != ALIASES.get(c)]
+    same = [c for c in dotted if frame[c].astype(str).nunique() == 1]
+    no_branch = (frame["branch"] == "").all() if "branch" in frame else False
+    branch = [c for c in ("branch", "parent", "parent_regime") if no_branch and c in frame]
+    return twins + same + branch
 
 
 def _run_state(run_dir: Path, expected: int) -> tuple[str, int, str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
 from maskstudy.runs.regimes import method_name
+from maskstudy.runs.runlike import RunLike
 from maskstudy.runs.store import Run
 
 # Short column names for the fields every comparison groups by.
@@ -47,6 +48,7 @@ def config_columns(run: Any) -> dict[str, Any]:
     A branch's ``regime`` column is its kind, so tables and figures show a control as its own
     method beside its parent; ``parent_regime`` keeps the regime that found its masks."""
     flat = flatten(run.config.to_dict())
+    flat |= dict.fromkeys(getattr(run, "unknown", ()), "unknown")  # an import's untold fields
     kind = flat["branch.kind"]
     return {
         "run_id": run_name(run),
@@ -57,6 +59,16 @@ def config_columns(run: Any) -> dict[str, Any]:
         "parent_regime": flat["regime"] if kind else "",
         "regime": method_name(flat["regime"], kind),
     }
+
+
+def varying_fields(runs: Sequence[RunLike]) -> list[str]:
+    """Dotted config fields that differ between ``runs`` (how many levels, and which run a
+    branch comes from, aside)."""
+    flats = [flatten(run.config.to_dict()) for run in runs]
+    keys = sorted(
+        {key for flat in flats for key in flat} - {"levels", "branch.parent", "branch.first"}
+    )
+    return [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
 
 
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:

@@ -103,9 +103,15 @@ def execute_task(
                 record_error(out / cfg.run_id(), error)
                 outcomes[cfg.run_id()] = "failed"
             return outcomes
+
+        def train(group: list[RunConfig]) -> None:
+            run_group(
+                group, out, data_root=data_root, device=device, progress=False, data=data, log=log
+            )
+
         if len(todo) > 1:
             try:
-                run_group(todo, out, device=device, progress=False, data=data, log=log)
+                train(todo)
                 for cfg in todo:
                     clear_error(out / cfg.run_id())
                     outcomes[cfg.run_id()] = "trained"
@@ -118,7 +124,7 @@ def execute_task(
                 outcomes[cfg.run_id()] = "diverged"
                 continue
             try:
-                run_group([cfg], out, device=device, progress=False, data=data, log=log)
+                train([cfg])
                 clear_error(run_dir)
                 outcomes[cfg.run_id()] = "trained"
             except Diverged:
