@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     args = study_args(__doc__, "one of this study's files", argv)
     out = args.out
     sweep = maskstudy.open_sweep(args.sweep)
-    frame = sweep.frame()
+    frame = sweep.frame(all_columns=True)  # the figures read any config field
     tables = analysis_tables(sweep.runs)
     write_tables(tables, out / "tables")
     summaries = {

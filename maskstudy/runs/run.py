@@ -59,11 +59,11 @@ from maskstudy.runs.store import (
     LevelCheckpoints,
     Run,
     create_run,
+    data_folder,
     inherited_start,
     level_dir,
     levels_done,
     open_run,
-    record_data_root,
     record_parent_mask,
     save_level,
     save_weights,
@@ -334,8 +334,8 @@ def run_group(
     members = []
     for c, path, todo, parent in zip(cfgs, paths, todos, parents, strict=True):
         # only now: a config that cannot run leaves nothing
-        store = create_run(path, c, parent, (data.input_shape, data.num_classes))
-        record_data_root(store, data_root)
+        inputs = (data.input_shape, data.num_classes)
+        store = create_run(path, c, parent, inputs, data_folder(data_root))
         if parent is not None:
             check_parent_unchanged(store, parent)
         for leftover in temp_files(path):  # from writes killed before their rename

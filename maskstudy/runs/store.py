@@ -373,12 +373,14 @@ def create_run(
     cfg: RunConfig,
     parent: Run | None = None,
     inputs: tuple[tuple[int, ...], int] | None = None,
+    data_root: str | None = None,
 ) -> Run:
     """Create ``run_dir`` for ``cfg``, or reopen it if it holds the same config (levels may differ).
 
     ``inputs`` (the data's input shape and class count) is recorded so that ``Run.model`` can
-    build the network without loading the data. A directory holding another config is never
-    touched: StoreError.
+    build the network without loading the data, and ``data_root``, the absolute data folder it
+    trains from (:func:`data_folder`; None: the record stays as it is), so that ``lmc`` finds
+    its data again. A directory holding another config is never touched: StoreError.
     """
     run_dir = Path(run_dir)
     info_path = run_dir / CONFIG_FILE
@@ -399,8 +401,11 @@ def create_run(
                 run.info["config"]["branch"]["first"] = first
             write_json(info_path, run.info)
             run.config = RunConfig.from_dict(run.info["config"])
+        record = {"data_root": data_root} if data_root is not None else {}
         if inputs is not None and "inputs" not in run.info:  # a run from before the record
-            run.info["inputs"] = _inputs_record(inputs)
+            record["inputs"] = _inputs_record(inputs)
+        if any(run.info.get(key) != value for key, value in record.items()):
+            run.info.update(record)
             write_json(info_path, run.info)
         return run
     others = [
@@ -422,6 +427,7 @@ def create_run(
         **({"parent": _parent_record(run_dir, parent)} if parent is not None else {}),
         "seed": cfg.seed,
         **({"inputs": _inputs_record(inputs)} if inputs is not None else {}),
+        **({"data_root": data_root} if data_root is not None else {}),
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {},
@@ -435,13 +441,9 @@ def _inputs_record(inputs: tuple[tuple[int, ...], int]) -> dict[str, Any]:
     return {"shape": list(shape), "classes": int(classes)}
 
 
-def record_data_root(run: Run, root: str | Path | None) -> None:
-    """Record in config.json the data folder the run trains from (absolute; default: the
-    one ``load`` would use), so that ``lmc`` and ``Run.model`` find its data again."""
-    where = str(Path(root if root is not None else default_root()).expanduser().resolve())
-    if run.info.get("data_root") != where:
-        run.info["data_root"] = where
-        write_json(run.path / CONFIG_FILE, run.info)
+def data_folder(root: str | Path | None) -> str:
+    """The data folder a run trains from, absolute (default: the one ``load`` would use)."""
+    return str(Path(root if root is not None else default_root()).expanduser().resolve())
 
 
 def record_parent_mask(run: Run, level: int) -> None:
