@@ -442,7 +442,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_to_the_same_result(tmp_p
     path = write(tmp_path, sweep_text(CRITERIA_GRID, duration="60it"))
     out = tmp_path / "out"
     proc = cli("sweep", str(path), "--out", str(out), "--no-replicas", "--quiet")
-    _wait_for(lambda: len(list(out.glob("*/levels/*/DONE"))) >= 2)
+    _wait_for(lambda: any(out.glob("*/levels/*/DONE")))  # 11 of 12 levels still to train
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
