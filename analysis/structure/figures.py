@@ -1,0 +1,986 @@
+"""Figures and tables of the conv-structure study (issue #19): does magnitude pruning with
+rewinding leave whole kernels, filters and input channels pruned beyond chance, and does it
+resemble structured (L1-filter) pruning?
+
+For every model, conv layer, arm and pruned level: dead units per seed against the exact chance
+expectation of a random mask with the layer's kept count (structure index = mean dead / expected,
+95 % bootstrap interval over seeds, permutation p-values combined over seeds by Fisher's
+method); the alive-weights-per-kernel histogram against Hypergeometric chance (total-variation
+distance); the overlap of dead filters with those the L1-filter arm removed (lift over chance);
+weight stability; test accuracy and the last epoch's gain of every level (convergence). Reads
+finished or partial sweeps, says which runs and levels are missing, and skips what they cannot
+support. Sweep directories come first, options after them:
+
+    python analysis/structure/figures.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--format pdf,png] [--permutations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from scipy.stats import combine_pvalues
+
+import maskstudy
+from maskstudy.analysis.stability import stability_table
+from maskstudy.analysis.stats import summarize
+from maskstudy.analysis.structure import kernel_histogram
+from maskstudy.analysis.structure_tests import (
+    dead_unit_test,
+    kernel_count_test,
+    structured_resemblance,
+)
+from maskstudy.errors import ConfigError
+from maskstudy.plots.bands import mean_band
+from maskstudy.plots.figures import FORMATS, FigureReport, Unsupported
+from maskstudy.plots.stability import METRIC_LABELS
+from maskstudy.plots.structure import CONV_UNITS, UNIT_LABELS, count_scale, kernel_counts
+from maskstudy.plots.study import StudyArgs, study_args
+from maskstudy.plots.style import (
+    CHANCE,
+    CRITERIA,
+    DATASET_NAMES,
+    DOUBLE_COLUMN,
+    MODEL_NAMES,
+    REGIMES,
+    WHOLE,
+    apply_style,
+    chance_line,
+    layer_label,
+    legend_below,
+    panel_grid,
+    regime_linestyle,
+)
+from maskstudy.runs.store import Run
+from maskstudy.runs.table import flatten, runs_frame
+from maskstudy.steps import Steps
+
+PERMUTATIONS = 999  # random masks per permutation test (per seed, layer, level and unit)
+REFERENCE = "ln_structured"  # the structured arm the others are compared with
+TICKET = ("magnitude", "layer", "rewind", False)  # (criterion, scope, regime, late rewind)
+RANDOM = ("random", "layer", "rewind", False)
+STABILITY = ("s1", "pearson", "sign_agreement", "persistence")  # the table's measures
+STABILITY_SHOWN = ("s1", "pearson", "sign_agreement")  # persistence is 1 for nested masks
+GAINS = ("val_acc", "test_acc", "train_loss")  # last evaluation − the one before, per level
+KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
+LOG_RANGE = 30.0  # a panel whose positive values span more than this ratio gets a log y-axis
+FEW_CHANCE = 0.01  # expected dead units below this: the index is large by construction
+LEGEND_COLUMNS = 3  # arm names are long
+MASK_PANEL = 2.0  # inches per mask image
+TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # % remaining on the x axes
+KEYS = ["model", "layer", "arm", "level"]
+SEED_COLUMNS = [*KEYS, "seed", "percent_remaining"]
+_PALETTE = sns.color_palette("colorblind", 10)  # grey (7) is chance's
+_ARM_COLOURS = {  # the study's arms, told apart at a glance (Okabe–Ito colours and black)
+    TICKET: _PALETTE[0],
+    ("magnitude", "layer", "rewind", True): _PALETTE[9],
+    ("magnitude", "layer", "finetune", False): _PALETTE[1],
+    ("magnitude", "layer", "reinit_prune", False): _PALETTE[4],
+    ("magnitude", "global", "rewind", False): "0.15",
+    RANDOM: _PALETTE[2],
+    (REFERENCE, "layer", "rewind", False): _PALETTE[3],
+}
+_SPARE_COLOURS = (_PALETTE[5], _PALETTE[6], _PALETTE[8])  # any other arm
+REGIME_WORDS = {"finetune": "finetune", "reinit_prune": "reinit, prune again"}
+REWIND_WORDS = {"rewind": "rewind", "lr_rewind": "LR rewind"}
+
+
+# --- arms and runs ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arm:
+    """One training recipe of the study (criterion, scope, regime, rewind point), named in words."""
+
+    name: str
+    criterion: str
+    scope: str
+    regime: str
+    late: bool  # rewinds to a step k > 0
+
+    @property
+    def key(self) -> tuple[str, str, str, bool]:
+        return (self.criterion, self.scope, self.regime, self.late)
+
+    @property
+    def order(self) -> tuple[Any, ...]:
+        """Sort key: criteria and regimes in the figures' fixed order, layerwise scope first."""
+        criterion = CRITERIA.index(self.criterion) if self.criterion in CRITERIA else len(CRITERIA)
+        regime = REGIMES.index(self.regime) if self.regime in REGIMES else len(REGIMES)
+        return (criterion, self.scope != "layer", regime, self.late, self.name)
+
+
+def duration_words(text: str) -> str:
+    """'1ep' → '1 ep', '2ep50it' → '2 ep 50 it': a rewind point as a legend writes it."""
+    steps = Steps.parse(text, "rewind_to")
+    parts = [f"{steps.epochs:g} ep"] if steps.epochs else []
+    return " ".join(parts + ([f"{steps.iterations} it"] if steps.iterations else []))
+
+
+def rewinds_late(flat: dict[str, Any]) -> bool:
+    """Whether the run's levels restart from a step k > 0 (θk) of the dense trajectory."""
+    return flat["regime"] in REWIND_WORDS and not Steps.parse(flat["rewind_to"]).is_zero
+
+
+def criterion_words(flat: dict[str, Any]) -> str:
+    """'magnitude', 'magnitude (global)', 'L1 filters (ln_structured)': criterion and scope."""
+    criterion = flat["prune.criterion"]
+    if criterion in ("ln_structured", "random_structured"):
+        units = "filters" if flat["prune.dim"] == 0 else "input channels"
+        norm = f"L{flat['prune.n']}" if criterion == "ln_structured" else "random"
+        criterion = f"{norm} {units} ({criterion})"
+    return criterion + (" (global)" if flat["prune.scope"] == "global" else "")
+
+
+def regime_words(flat: dict[str, Any]) -> str:
+    """'rewind θ0', 'rewind θk (1 ep)', 'finetune', 'reinit, prune again': where levels start."""
+    regime = flat["regime"]
+    if regime not in REWIND_WORDS:
+        return REGIME_WORDS.get(regime, regime)
+    point = f"θk ({duration_words(flat['rewind_to'])})" if rewinds_late(flat) else "θ0"
+    return f"{REWIND_WORDS[regime]} {point}"
+
+
+def arm_of(flat: dict[str, Any]) -> Arm:
+    """The arm of a flattened run config."""
+    name = f"{criterion_words(flat)} · {regime_words(flat)}"
+    return Arm(
+        name, flat["prune.criterion"], flat["prune.scope"], flat["regime"], rewinds_late(flat)
+    )
+
+
+def model_words(flat: dict[str, Any]) -> str:
+    """'LeNet-5', 'Conv-2 (width 0.25)': the model as titles name it."""
+    width = flat["model.width"]
+    name = MODEL_NAMES.get(flat["model.name"], flat["model.name"])
+    return name + (f" (width {width:g})" if width != 1 else "")
+
+
+def dataset_words(name: str) -> str:
+    """'Fashion-MNIST': a dataset as titles name it."""
+    return DATASET_NAMES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A run of the study with its model and arm."""
+
+    run: Run
+    model: str
+    arm: Arm
+    seed: int
+
+    @property
+    def ids(self) -> dict[str, Any]:
+        return {"model": self.model, "arm": self.arm.name, "seed": self.seed}
+
+
+@dataclass
+class Study:
+    """The started ordinary runs of the sweeps (branches aside), the arms and models the
+    sweeps plan in order, and the state of every planned run."""
+
+    members: list[Member]
+    arms: list[Arm]
+    models: list[str]
+    datasets: list[str]
+    coverage: pd.DataFrame
+
+    def arm(self, key: tuple[str, str, str, bool]) -> Arm | None:
+        """The arm with this (criterion, scope, regime, late) key, if the sweeps plan it."""
+        return next((a for a in self.arms if a.key == key), None)
+
+    @property
+    def references(self) -> list[Arm]:
+        return [a for a in self.arms if a.criterion == REFERENCE]
+
+    @property
+    def dataset(self) -> str:
+        return " and ".join(map(dataset_words, self.datasets))
+
+    def arrange(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s rows in study order: model, layer, level, arm, unit, seed."""
+        ranks = {
+            "model": {m: i for i, m in enumerate(self.models)},
+            "arm": {a.name: i for i, a in enumerate(self.arms)},
+            "unit": {u: i for i, u in enumerate(CONV_UNITS)},
+        }
+        keys = [c for c in ("model", "layer", "level", "arm", "unit", "seed") if c in frame]
+        return frame.sort_values(
+            keys, key=lambda c: c.map(ranks[c.name]) if c.name in ranks else c, ignore_index=True
+        )
+
+
+def read_study(sweep_dirs: Sequence[Path]) -> Study:
+    """Every ordinary run the sweeps plan (a run in two sweeps once), its arm and model (named
+    with its dataset when the sweeps hold several), and its state on disk."""
+    planned: dict[str, tuple[dict[str, Any], pd.Series, Run | None, Path]] = {}
+    for path in sweep_dirs:
+        sweep = maskstudy.open_sweep(path)
+        started = {run.run_id: run for run in sweep.runs}
+        status = sweep.status().set_index("run_id")
+        for cfg in sweep.spec.configs:
+            run_id = cfg.run_id()
+            if not cfg.is_branch and run_id not in planned:
+                planned[run_id] = (
+                    flatten(cfg.to_dict()),
+                    status.loc[run_id],
+                    started.get(run_id),
+                    path,
+                )
+    datasets = list(dict.fromkeys(flat["data.name"] for flat, *_ in planned.values()))
+    members, states = [], []
+    for run_id, (flat, state, run, path) in planned.items():
+        where = f" · {dataset_words(flat['data.name'])}" if len(datasets) > 1 else ""
+        ids = {"model": model_words(flat) + where, "arm": arm_of(flat), "seed": flat["seed"]}
+        states.append({**ids, "arm": ids["arm"].name, "run_id": run_id, "sweep": str(path),
+                       "state": state["state"], "levels": state["levels"]})  # fmt: skip
+        if run is not None:
+            members.append(Member(run, **ids))
+    arms = sorted({arm_of(flat) for flat, *_ in planned.values()}, key=lambda a: a.order)
+    models = list(dict.fromkeys(s["model"] for s in states))
+    return Study(members, arms, models, datasets, pd.DataFrame(states))
+
+
+def missing_report(study: Study) -> str:
+    """Per model and arm: how many runs are done, and the seeds of the others by state and
+    levels done ('pending (0/8): s3, s4')."""
+    lines = []
+    for (model, arm), rows in study.arrange(study.coverage).groupby(["model", "arm"], sort=False):
+        rest = rows[rows["state"] != "done"].groupby(["state", "levels"], sort=False)["seed"]
+        others = [
+            f"{state} ({levels}): s{', s'.join(map(str, seeds))}" for (state, levels), seeds in rest
+        ]
+        done = f"{(rows['state'] == 'done').sum()}/{len(rows)} done"
+        lines.append(f"  {model} · {arm}: {'; '.join([done, *others])}")
+    return "\n".join(lines)
+
+
+# --- masks and tests per seed ------------------------------------------------------------------
+def conv_masks(members: Sequence[Member]) -> pd.DataFrame:
+    """One row per (run, completed pruned level, conv layer): its mask and % weights remaining."""
+    rows = []
+    for m in members:
+        for level in m.run.levels:
+            for layer, mask in m.run.mask(level).items():
+                arr = mask.numpy()
+                if arr.ndim < 3 or arr.all():  # linear layers; a dense layer has no structure
+                    continue
+                rows.append({
+                    **m.ids, "level": level, "layer": layer, "percent_remaining": 100 * arr.mean(),
+                    "mask": arr,
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def seed_ids(row: Any) -> dict[str, Any]:
+    """The identifying columns of a row of :func:`conv_masks`."""
+    return {c: getattr(row, c) for c in SEED_COLUMNS}
+
+
+def dead_unit_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
+    """dead_unit_test per seed, conv layer, level and unit (kernel / filter / channel)."""
+    return pd.DataFrame([
+        {**seed_ids(r), **dead_unit_test(r.mask, unit, permutations, seed=r.seed)}
+        for r in masks.itertuples()
+        for unit in CONV_UNITS
+    ])  # fmt: skip
+
+
+def kernel_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
+    """kernel_count_test per seed, conv layer and level, with the share of kernels dead or full
+    beside its chance value (the hypergeometric pmf at 0 and at kh·kw alive)."""
+    rows = []
+    for r in masks.itertuples():
+        chance = kernel_histogram(r.mask)["expected_fraction"].to_numpy()
+        rows.append({
+            **seed_ids(r), **kernel_count_test(r.mask, permutations, seed=r.seed),
+            "chance_dead_or_full": chance[0] + chance[-1],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def resemblance_seeds(masks: pd.DataFrame, references: Sequence[Arm]) -> pd.DataFrame:
+    """structured_resemblance (dead filters) of every other arm's mask against each reference
+    arm's mask of the same model, seed, level and layer."""
+    names = [a.name for a in references]
+    structured = {
+        (r.arm, r.model, r.seed, r.level, r.layer): r.mask
+        for r in masks.itertuples()
+        if r.arm in names
+    }
+    rows = []
+    for r, ref in itertools.product(masks[~masks["arm"].isin(names)].itertuples(), names):
+        other = structured.get((ref, r.model, r.seed, r.level, r.layer))
+        if other is not None:
+            rows.append({
+                **seed_ids(r), "reference": ref,
+                **structured_resemblance(r.mask, other, unit="filter"),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# --- summaries over seeds ----------------------------------------------------------------------
+def fisher(p_values: pd.Series) -> float:
+    """Fisher's combination of independent p-values (one per seed)."""
+    return float(combine_pvalues(p_values, method="fisher").pvalue)
+
+
+def over_seeds(seeds: pd.DataFrame, value: str, keys: list[str], **extra: Any) -> pd.DataFrame:
+    """Per group of ``keys``: mean of ``value`` over seeds with its 95 % bootstrap interval
+    (stats.summarize; seeds where it is nan left out), seeds, mean % remaining and the
+    ``extra`` named aggregations."""
+    stats = summarize(seeds, value, keys).drop(columns=["sd", "n"])
+    stats = stats.rename(columns={"mean": value, "ci_low": f"{value}_lo", "ci_high": f"{value}_hi"})
+    grouped = seeds.groupby(keys).agg(
+        seeds=("seed", "nunique"), percent_remaining=("percent_remaining", "mean"), **extra
+    )
+    return grouped.reset_index().merge(stats, on=keys, how="left")
+
+
+def index_note(row: pd.Series) -> str:
+    """What an index that is not an ordinary ratio means (chance ≈ 0, nothing dead)."""
+    if row["expected"] == 0:
+        if row["dead"] > 0:
+            return "index inf: units dead where chance underflows to 0"
+        return "index nan: chance leaves no unit dead, and none is"
+    if row["dead"] == 0:
+        return "none dead"
+    if row["expected"] < FEW_CHANCE:
+        return f"chance expects < {FEW_CHANCE} dead: index large by construction"
+    return ""
+
+
+def index_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Structure index per model, layer, arm, level and unit: mean dead over seeds ÷ the mean
+    chance expectation (the same for every seed of a layerwise arm), its interval from the
+    bootstrap interval of the dead counts, and the Fisher-combined permutation p."""
+    table = over_seeds(
+        seeds, "dead", [*KEYS, "unit"], groups=("groups", "first"),
+        expected=("expected", "mean"), p_fisher=("p_value", fisher),
+    )  # fmt: skip
+    for suffix in ("", "_lo", "_hi"):  # pandas: x / 0 = inf, 0 / 0 = nan, both noted
+        table[f"index{suffix}"] = table[f"dead{suffix}"] / table["expected"]
+    table["note"] = table.apply(index_note, axis=1)
+    return table
+
+
+def kernel_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Kernel-count distribution vs chance per model, layer, arm and level: mean total-variation
+    distance with its interval, the dead-or-full share beside chance, Fisher-combined p."""
+    return over_seeds(
+        seeds, "tv", KEYS, dead_or_full=("dead_or_full", "mean"),
+        chance_dead_or_full=("chance_dead_or_full", "mean"), p_fisher=("p_value", fisher),
+    )  # fmt: skip
+
+
+def resemblance_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Lift of the dead-filter overlap with the reference arm per model, layer, arm and level:
+    mean over the seeds where it is defined (filters dead in both) with its interval, Fisher p."""
+    return over_seeds(
+        seeds, "lift", [*KEYS, "reference"], lift_seeds=("lift", "count"),
+        dead=("dead", "mean"), removed=("removed", "mean"), overlap=("overlap", "mean"),
+        p_fisher=("p_value", fisher),
+    )  # fmt: skip
+
+
+def with_ids(table: pd.DataFrame, members: Sequence[Member]) -> pd.DataFrame:
+    """``table`` (with a run_id column) with the study's model, arm and seed of each run in
+    place of the config columns of those names."""
+    ids = pd.DataFrame([{"run_id": m.run.run_id, **m.ids} for m in members])
+    own = [c for c in ids.columns if c != "run_id" and c in table]
+    return table.drop(columns=own).merge(ids, on="run_id")
+
+
+def stability_summary(members: Sequence[Member], frame: pd.DataFrame) -> pd.DataFrame:
+    """stability_table of the runs: per model, layer ('all' = whole network), arm, level and
+    measure, the mean and 95 % interval over seeds, at the level's mean % remaining."""
+    table = stability_table([m.run for m in members])
+    table = with_ids(table[table["level"] > 0], members)
+    table = table.merge(frame[["run_id", "level", "percent_remaining"]], on=["run_id", "level"])
+    keys = ["model", "layer", "arm", "level"]
+    x = table.groupby(keys)["percent_remaining"].mean().reset_index()
+    parts = [
+        mean_band(table, measure, keys).assign(measure=measure).merge(x, on=keys)
+        for measure in STABILITY
+        if table[measure].notna().any()
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy per model, arm and level: mean and 95 % interval over seeds, % remaining."""
+    keys = ["model", "arm", "level"]
+    x = frame.groupby(keys)["percent_remaining"].mean().reset_index()
+    return mean_band(frame, "test_acc", keys).merge(x, on=keys)
+
+
+def last_epoch_gains(members: Sequence[Member]) -> pd.DataFrame:
+    """Per run and completed level: its last evaluation minus the one before, for GAINS."""
+    rows = []
+    for m in members:
+        history = m.run.history()
+        if history.empty:
+            continue
+        for level, evals in history.groupby("level"):
+            if len(evals) < 2:
+                continue
+            before, last = evals.sort_values("step").iloc[-2:].to_dict("records")
+            gains = {f"{g}_gain": last[g] - before[g] for g in GAINS if g in last}
+            rows.append({**m.ids, "level": level, "epoch": last["epoch"], **gains})
+    return pd.DataFrame(rows)
+
+
+def convergence_summary(gains: pd.DataFrame) -> pd.DataFrame:
+    """Per model, arm and level: the mean gain of the last evaluation over the one before with
+    its 95 % interval over seeds and the largest gain of any seed, per measured column."""
+    keys = ["model", "arm", "level"]
+    table = gains.groupby(keys).agg(seeds=("seed", "nunique"), epoch=("epoch", "max"))
+    for column in [c for c in gains.columns if c.endswith("_gain")]:
+        stats = summarize(gains, column, keys).set_index(keys)
+        table[column] = stats["mean"]
+        table[f"{column}_lo"], table[f"{column}_hi"] = stats["ci_low"], stats["ci_high"]
+        table[f"{column}_max"] = gains.groupby(keys)[column].max()
+    return table.reset_index()
+
+
+# --- the key table -----------------------------------------------------------------------------
+def interval(mean: float, low: float, high: float) -> str:
+    """'3.21 [2.1, 4.5]' (3 significant digits); the mean alone without an interval (one
+    value) or with a collapsed one (every seed the same)."""
+    if not np.isfinite(low) or low == high == mean:
+        return f"{mean:.3g}"
+    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def lift_cell(row: Any) -> str:
+    """A resemblance row's lift [interval], with the seeds it is defined for when not all."""
+    cell = interval(row.lift, row.lift_lo, row.lift_hi)
+    return (
+        cell if row.lift_seeds == row.seeds else f"{cell} ({row.lift_seeds} of {row.seeds} seeds)"
+    )
+
+
+def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
+    """Per model, layer, level, arm and unit: index [interval], Fisher p and, for filters, the
+    lift over chance of the dead-filter overlap with the reference arm [interval]."""
+    table = index.assign(
+        left=index["percent_remaining"].round(1),
+        cell=[interval(*v) for v in index[["index", "index_lo", "index_hi"]].to_numpy()],
+        p=index["p_fisher"].map(lambda p: f"{p:.2g}"),
+    )
+    lift = "lift [95% CI]"
+    if resemblance.empty:
+        table[lift] = ""
+    else:
+        lifts = resemblance.dropna(subset=["lift"])
+        lifts = lifts.assign(**{lift: [lift_cell(r) for r in lifts.itertuples()]})
+        cells = lifts.groupby(KEYS)[lift].agg("; ".join).reset_index().assign(unit="filter")
+        table = table.merge(cells, on=[*KEYS, "unit"], how="left").fillna({lift: ""})
+    table = table.rename(columns={"left": "% of layer left", "cell": "index [95% CI]"})
+    columns = ["model", "layer", "level", "% of layer left", "arm", "unit", "seeds"]
+    return table[[*columns, "index [95% CI]", "p", lift, "note"]]
+
+
+def key_wide(key: pd.DataFrame) -> pd.DataFrame:
+    """The key table as printed: a row per model, layer, level and arm, a column per unit
+    holding 'index [95% CI] p=…' ('none dead'; '–' where no unit can die by chance), then
+    the filter lift."""
+    rows = ["model", "layer", "level", "% of layer left", "arm", "seeds"]
+    cell = (key["index [95% CI]"] + " p=" + key["p"]).where(key["note"] != "none dead", "none dead")
+    cells = key.assign(cell=cell.where(~key["note"].str.startswith("index nan"), "–"))
+    wide = cells.set_index([*rows, "unit"])["cell"].unstack("unit")
+    wide = wide.reindex(pd.MultiIndex.from_frame(cells[rows].drop_duplicates()))
+    filters = cells[cells["unit"] == "filter"].set_index(rows)["lift [95% CI]"]
+    wide["filter lift"] = filters.reindex(wide.index).fillna("")
+    return wide[[u for u in CONV_UNITS if u in wide] + ["filter lift"]].reset_index()
+
+
+def sparsest(table: pd.DataFrame, levels: int = KEY_LEVELS) -> pd.DataFrame:
+    """The rows of each model's ``levels`` highest (sparsest) levels."""
+    deepest = table.groupby("model")["level"].transform(
+        lambda lv: lv >= sorted(lv.unique())[-levels:][0]
+    )
+    return table[deepest.astype(bool)]
+
+
+# --- figures -----------------------------------------------------------------------------------
+def select(frame: pd.DataFrame, **values: Any) -> pd.DataFrame:
+    """The rows of ``frame`` whose columns hold ``values``."""
+    return frame[np.logical_and.reduce([frame[c] == v for c, v in values.items()])]
+
+
+def arm_style(arm: Arm) -> dict[str, Any]:
+    """The arm's colour (fixed for the study's arms) and its regime's line style."""
+    spare = _SPARE_COLOURS[sum(map(ord, arm.name)) % len(_SPARE_COLOURS)]
+    return {
+        "color": _ARM_COLOURS.get(arm.key, spare),
+        "ls": regime_linestyle(arm.regime),
+        "lw": 1.2,
+    }
+
+
+def arm_handles(arms: Sequence[Arm]) -> list[Line2D]:
+    """Legend entries of the arms, drawn as their lines are."""
+    return [Line2D([], [], marker="o", ms=2.5, label=a.name, **arm_style(a)) for a in arms]
+
+
+def seeds_words(counts: pd.Series) -> str:
+    """'5 seeds' from seed counts per point, or '2–5 seeds per point' when they differ."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"{high} seed{'s' * (high > 1)}" if low == high else f"{low}–{high} seeds per point"
+
+
+def remaining_axis(ax: Axes, values: pd.Series, label: str) -> None:
+    """% remaining on a reversed log axis spanning ``values``, ticked at 1-2-5 values (the
+    levels' own values crowd where arms differ a little, e.g. a global or structured arm), or
+    at the levels' values where fewer than two of those fall in the range."""
+    high, low = float(values.max()) * 1.2, float(values.min()) / 1.2
+    ax.set_xscale("log")
+    ax.set_xlim(high, low)
+    ticks = [t for t in TICKS if low <= t <= high]
+    ax.xaxis.set_major_locator(
+        FixedLocator(ticks if len(ticks) > 1 else sorted(set(values.round(1))))
+    )
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.3g}")
+    ax.set_xlabel(label)
+
+
+def banded_line(ax: Axes, rows: pd.DataFrame, arm: Arm, y: str, lo: str, hi: str) -> None:
+    """The arm's mean over seeds vs % remaining with its 95 % band (where it has one)."""
+    rows = rows.sort_values("percent_remaining")
+    style = arm_style(arm)
+    x = rows["percent_remaining"]
+    ax.plot(x, rows[y], marker="o", ms=2.5, **style)
+    ax.fill_between(x, rows[lo], rows[hi], color=style["color"], alpha=0.15, lw=0)
+
+
+def edge_marks(ax: Axes, x: pd.Series, y: float, marker: str, arm: Arm) -> None:
+    """Markers pinned to the panel's edge at ``y`` (an index of 0 or ∞ on a log axis); none
+    for an empty ``x`` (an empty unclipped line would stretch the layout to the origin)."""
+    if x.empty:
+        return
+    color = arm_style(arm)["color"]
+    ax.plot(x, np.full(len(x), y), ls="", marker=marker, ms=3.5, clip_on=False, color=color)
+
+
+def spans_decades(values: np.ndarray) -> bool:
+    """Whether positive ``values`` span more than LOG_RANGE: then a log axis shows them."""
+    return len(values) > 0 and values.max() / values.min() > LOG_RANGE
+
+
+def log_y(ax: Axes) -> None:
+    """A log y-axis labelled in plain numbers at its decades only."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def index_limits(data: pd.DataFrame) -> tuple[bool, float, float]:
+    """(log axis, bottom, top) of an index panel: log when its positive values span more than
+    LOG_RANGE; chance (1) always inside."""
+    values = data[["index", "index_lo", "index_hi"]].to_numpy().ravel()
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    log = spans_decades(positive)
+    bottom, top = (positive.min() / 2, positive.max() * 2) if log else (0.0, finite.max() * 1.1)
+    return log, min(bottom, 0.5), max(top, 2.0)
+
+
+def index_panel(ax: Axes, data: pd.DataFrame, arms: Sequence[Arm]) -> set[str]:
+    """One unit of one layer: each arm's index with its band and chance at 1; on a log axis an
+    index of 0 is ▼ on the bottom edge, ∞ ▲ on the top one. Returns the marks it used."""
+    if not np.isfinite(data["index"]).any():
+        ax.text(0.5, 0.5, "undefined: chance leaves\nno unit dead, and none is", ha="center",
+                va="center", transform=ax.transAxes, fontsize=7, color="0.4")  # fmt: skip
+        return set()
+    log, bottom, top = index_limits(data)
+    marks = set()
+    for arm in arms:
+        rows = data[data["arm"] == arm.name]
+        shown = rows[np.isfinite(rows["index"]) & ((rows["index"] > 0) | (not log))]
+        banded_line(ax, shown.assign(index_lo=shown["index_lo"].clip(lower=bottom)), arm,
+                    "index", "index_lo", "index_hi")  # fmt: skip
+        edges = (("v", (rows["index"] == 0) & log, bottom), ("^", np.isposinf(rows["index"]), top))
+        for marker, where, y in edges:
+            edge_marks(ax, rows.loc[where, "percent_remaining"], y, marker, arm)
+            marks |= {marker} if where.any() else set()
+    chance_line(ax, [], 1.0)
+    if log:
+        log_y(ax)
+    ax.set_ylim(bottom, top)
+    return marks
+
+
+def index_figure(index: pd.DataFrame, study: Study) -> Figure:
+    """Structure index vs % of the layer remaining: a column per (model, conv layer), a row per
+    unit (kernel, filter, channel), a line per arm with its band; the structured reference is
+    left out (it removes whole filters by construction; its index is in the table)."""
+    arms = [a for a in study.arms if a.criterion != REFERENCE and a.name in set(index["arm"])]
+    shown = index[index["arm"].isin([a.name for a in arms])]
+    if shown.empty:
+        raise Unsupported("no pruned level of an arm other than the structured reference yet")
+    panels = list(dict.fromkeys(zip(shown["model"], shown["layer"], strict=True)))
+    apply_style()
+    size = (max(DOUBLE_COLUMN[0] / len(panels), 1.7), 1.6)
+    fig, axes = panel_grid(len(CONV_UNITS) * len(panels), len(panels), sharey=False, size=size)
+    marks: set[str] = set()
+    for ax, (unit, (model, layer)) in zip(axes, itertools.product(CONV_UNITS, panels), strict=True):
+        where = (shown["model"] == model) & (shown["layer"] == layer) & (shown["unit"] == unit)
+        marks |= index_panel(ax, shown[where], arms)
+        remaining_axis(ax, shown["percent_remaining"], "")
+    for ax, (model, layer) in zip(axes, panels, strict=False):
+        ax.set_title(f"{model} · {layer_label(layer)}")
+    for ax in axes[-len(panels) :]:
+        ax.set_xlabel("weights left in the layer (%)")
+    for ax, unit in zip(axes[:: len(panels)], CONV_UNITS, strict=True):
+        ax.set_ylabel(f"{UNIT_LABELS[unit]}:\nobserved / chance")
+    fig.suptitle(
+        f"Structure index of conv masks, {study.dataset}, {seeds_words(shown['seeds'])} "
+        "(mean, 95 % bootstrap band)\n1 = a random mask of the same density; the L1-filter "
+        "reference is left out (it removes whole filters by construction)",
+        fontsize=8,
+    )
+    extra = [Line2D([], [], **CHANCE, label="chance (index 1)")]
+    words = {"v": "nothing dead (index 0)", "^": "dead where chance ≈ 0 (index ∞)"}
+    extra += [Line2D([], [], ls="", marker=m, color="0.3", label=words[m]) for m in sorted(marks)]
+    legend_below(fig, [arm_handles(arms), extra], columns=LEGEND_COLUMNS)
+    return fig
+
+
+def largest_layer(masks: pd.DataFrame, model: str) -> str:
+    """The model's conv layer with the most weights."""
+    rows = masks[masks["model"] == model]
+    return rows.loc[rows["mask"].map(np.size).idxmax(), "layer"]
+
+
+def histogram_panel(ax: Axes, rows: pd.DataFrame, arms: Sequence[Arm], tv: pd.DataFrame) -> None:
+    """Alive weights per kernel: each arm's mean fraction over seeds as bars (its mean
+    total-variation distance from chance in the legend), chance's pmf as the broad grey line."""
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        mine = rows[rows["arm"] == arm.name]
+        hist = pd.concat([kernel_histogram(m) for m in mine["mask"]]).groupby("alive").mean()
+        distance = tv.loc[tv["arm"] == arm.name, "tv"].mean()
+        ax.bar(hist.index + (i - (len(arms) - 1) / 2) * width, hist["fraction"], width,
+               color=arm_style(arm)["color"], label=f"{arm.name}\n(TV from chance {distance:.3f})")  # fmt: skip
+    ax.plot(
+        hist.index,
+        hist["expected_fraction"],
+        marker="o",
+        ms=3,
+        label="chance (hypergeometric)",
+        **CHANCE,
+    )
+    ax.set_xlabel("alive weights per kernel")
+    ax.legend(loc="upper right", fontsize=6)
+
+
+def histogram_panels(
+    masks: pd.DataFrame, names: Sequence[str]
+) -> dict[str, tuple[str, int] | None]:
+    """Per model: (largest conv layer, sparsest level both arms reached), None if there is none."""
+    panels: dict[str, tuple[str, int] | None] = {}
+    for model in dict.fromkeys(masks["model"]):
+        layer = largest_layer(masks, model)
+        rows = masks[(masks["model"] == model) & (masks["layer"] == layer)]
+        shared = set.intersection(*(set(rows.loc[rows["arm"] == n, "level"]) for n in names))
+        panels[model] = (layer, max(shared)) if shared else None
+    return panels
+
+
+def kernel_histogram_figure(
+    masks: pd.DataFrame, kernels: pd.DataFrame, study: Study, notes: list[str]
+) -> Figure:
+    """Alive-weights-per-kernel histograms of magnitude · rewind θ0 and random at their sparsest
+    shared level, against the hypergeometric pmf, in each model's largest conv layer."""
+    arms = [study.arm(TICKET), study.arm(RANDOM)]
+    if None in arms:
+        raise Unsupported("needs the magnitude · rewind θ0 and random · rewind θ0 arms; the "
+                          f"sweeps plan: {', '.join(a.name for a in study.arms)}")  # fmt: skip
+    names = [a.name for a in arms]
+    found = histogram_panels(masks, names)
+    both = f"no pruned level done by both {' and '.join(names)}"
+    panels = [(model, *found[model]) for model in found if found[model]]
+    if not panels:
+        raise Unsupported(both)
+    notes += [f"kernel_histograms: {model} left out, {both}" for model in found if not found[model]]
+    apply_style()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 2.6), layout="constrained", squeeze=False)  # fmt: skip
+    axes = axes[0]  # kernel sizes differ: no shared x
+    for ax, (model, layer, level) in zip(axes, panels, strict=True):
+        place = {"model": model, "layer": layer, "level": level}
+        rows = select(masks, **place)
+        rows = rows[rows["arm"].isin(names)]
+        histogram_panel(ax, rows, arms, select(kernels, **place))
+        ax.set_title(f"{model} · {layer_label(layer)}, level {level} "
+                     f"({rows['percent_remaining'].mean():.1f} % left), "
+                     f"{seeds_words(rows.groupby('arm')['seed'].nunique())}")  # fmt: skip
+    axes[0].set_ylabel("fraction of kernels (mean over seeds)")
+    fig.suptitle(f"Alive weights per kernel against chance, {study.dataset}", fontsize=8)
+    return fig
+
+
+def mask_row(sub: SubFigure, rows: pd.DataFrame, pick: pd.Series, what: str, columns: int) -> None:
+    """One row of mask images: the picked layer's kernel counts for up to ``columns`` seeds."""
+    full = int(np.prod(rows["mask"].iloc[0].shape[2:]))
+    cmap, norm = count_scale(full)
+    axes = list(sub.subplots(1, columns, squeeze=False)[0])
+    for ax in axes[len(rows) :]:
+        ax.remove()
+    drawn = axes[: len(rows)]
+    for ax, r in zip(drawn, rows.itertuples(), strict=True):
+        grid = kernel_counts(r.mask)
+        image = ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+        ax.set_title(f"seed {r.seed}: {100 * (grid == 0).mean():.0f} % of kernels dead")
+        ax.set_xlabel("input channel")
+        ax.set_xticks(range(0, grid.shape[1], -(-grid.shape[1] // 8)))  # at most 8, whole
+        ax.set_yticks(range(0, grid.shape[0], -(-grid.shape[0] // 8)))
+        ax.grid(False)
+    drawn[0].set_ylabel("filter (output channel)")
+    step = -(-full // 4)
+    bar = sub.colorbar(image, ax=drawn, shrink=0.9, ticks=sorted({*range(0, full + 1, step), full}))
+    bar.set_label("alive weights per kernel")
+    bar.minorticks_off()
+    sub.suptitle(
+        f"{what}: {pick['model']} · {layer_label(pick['layer'])}, level {pick['level']} "
+        f"({pick['percent_remaining']:.1f} % left), kernel index {pick['index']:.3g}",
+        fontsize=8,
+    )
+
+
+def mask_image_figure(masks: pd.DataFrame, index: pd.DataFrame, study: Study) -> Figure:
+    """Kernel-count images of the most and the least structured conv layer (by kernel index at
+    the ticket arm's deepest level) of magnitude · rewind θ0, for up to three seeds."""
+    arm = study.arm(TICKET)
+    if arm is None:
+        raise Unsupported("the sweeps plan no magnitude · rewind θ0 arm")
+    rows = index[(index["arm"] == arm.name) & (index["unit"] == "kernel")]
+    rows = rows[rows["level"] == rows.groupby(["model", "layer"])["level"].transform("max")]
+    rows = rows[np.isfinite(rows["index"])]
+    if len(rows) < 2:
+        raise Unsupported(f"{len(rows)} conv layer(s) with a finite kernel index for {arm.name}: "
+                          "the figure sets the most and the least structured side by side")  # fmt: skip
+    most = rows.loc[rows["index"].idxmax()]
+    picks = [most, rows.loc[rows.drop(index=most.name)["index"].idxmin()]]
+    chosen = [select(masks, **p[KEYS]).sort_values("seed").head(3) for p in picks]
+    apply_style()
+    columns = max(len(c) for c in chosen)
+    width = min(DOUBLE_COLUMN[0], MASK_PANEL * columns + 1.2)  # + the colour bars
+    fig = plt.figure(figsize=(width, 2 * MASK_PANEL + 1.4), layout="constrained")
+    for sub, pick, mine, what in zip(
+        fig.subfigures(2, 1), picks, chosen, ("most structured", "least structured"), strict=True
+    ):
+        mask_row(sub, mine, pick, what, columns)
+    fig.suptitle(
+        f"{arm.name} on {study.dataset}: alive weights per kernel (white: dead)", fontsize=9
+    )
+    return fig
+
+
+def curve_panels(
+    study: Study,
+    table: pd.DataFrame,
+    grid: Sequence[Sequence[pd.DataFrame]],
+    titles: Sequence[str],
+    ylabels: Sequence[str],
+    title: str,
+) -> Figure:
+    """A grid of panels (rows of mean_band tables: arm, percent_remaining, mean, lo, hi, n),
+    each arm's mean over seeds vs % of the network remaining with its 95 % band; ``titles``
+    head the columns, ``ylabels`` the rows; a log y-axis where the values span decades."""
+    arms = [a for a in study.arms if a.name in set(table["arm"])]
+    columns = len(titles)
+    apply_style()
+    size = (min(DOUBLE_COLUMN[0] / columns, 3.5), 2.4 if len(grid) == 1 else 1.9)
+    fig, axes = panel_grid(len(grid) * columns, columns, sharey=False, size=size)
+    cells = [cell for row in grid for cell in row]
+    for i, (ax, cell) in enumerate(zip(axes, cells, strict=True)):
+        for arm in arms:
+            banded_line(ax, cell[cell["arm"] == arm.name], arm, "mean", "lo", "hi")
+        if (cell["lo"] > 0).all() and spans_decades(cell[["mean", "lo", "hi"]].stack().to_numpy()):
+            log_y(ax)
+        remaining_axis(ax, table["percent_remaining"], "weights remaining (%)")
+        ax.set_title(titles[i] if i < columns else "")
+        ax.set_ylabel(ylabels[i // columns] if i % columns == 0 else "")
+    fig.suptitle(
+        f"{title}, {study.dataset}, {seeds_words(table['n'])} (mean, 95 % bootstrap band)",
+        fontsize=8,
+    )
+    legend_below(fig, [arm_handles(arms)], columns=LEGEND_COLUMNS)
+    return fig
+
+
+def stability_figure(stability: pd.DataFrame, study: Study) -> Figure:
+    """Whole-network stability measures vs % remaining, a row per model, a column per measure."""
+    whole = stability[(stability["layer"] == WHOLE) & stability["measure"].isin(STABILITY_SHOWN)]
+    if whole.empty:
+        raise Unsupported(
+            "no pruned level yet: stability compares level L with L − 1 and the dense level"
+        )
+    measures = [m for m in STABILITY_SHOWN if m in set(whole["measure"])]
+    models = list(dict.fromkeys(whole["model"]))
+    grid = [[select(whole, model=model, measure=m) for m in measures] for model in models]
+    titles = [METRIC_LABELS[m] for m in measures]
+    return curve_panels(study, whole, grid, titles, models, "Weight stability, whole network")
+
+
+def accuracy_figure(accuracy: pd.DataFrame, study: Study) -> Figure:
+    """Test accuracy (%) vs % of weights remaining, a panel per model."""
+    scaled = accuracy.assign(**{c: 100 * accuracy[c] for c in ("mean", "lo", "hi")})
+    models = list(dict.fromkeys(scaled["model"]))
+    grid = [[select(scaled, model=m) for m in models]]
+    return curve_panels(study, scaled, grid, models, ["test accuracy (%)"], "Test accuracy")
+
+
+# --- the command -------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None) -> tuple[StudyArgs, list[Path], int]:
+    """The study scripts' command line (study_args: the first sweep, --out, --format), with
+    more sweep directories after the first and --permutations."""
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--permutations", type=int, default=PERMUTATIONS)
+    known, rest = extra.parse_known_args(argv)
+    sweeps = list(itertools.takewhile(lambda a: not a.startswith("-"), rest))
+    args = study_args(__doc__, "structure/*.toml", [*sweeps[:1], *rest[len(sweeps) :]])
+    if known.permutations < 1:
+        extra.error(f"--permutations {known.permutations}: give at least 1 (e.g. 999)")
+    bad = [f for f in args.formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"--format {','.join(bad)} is not one of {', '.join(FORMATS)}")
+    return args, [args.sweep, *map(Path, sweeps[1:])], known.permutations
+
+
+def structure_tables(
+    masks: pd.DataFrame, study: Study, permutations: int, notes: list[str]
+) -> dict[str, pd.DataFrame]:
+    """The per-seed tests and their summaries over seeds (index, kernel counts, resemblance)."""
+    dead = study.arrange(dead_unit_seeds(masks, permutations))
+    kernels = study.arrange(kernel_seeds(masks, permutations))
+    tables = {
+        "structure_seeds": dead, "structure_index": study.arrange(index_summary(dead)),
+        "kernel_counts_seeds": kernels, "kernel_counts": study.arrange(kernel_summary(kernels)),
+    }  # fmt: skip
+    resemblance = resemblance_seeds(masks, study.references)
+    if resemblance.empty:
+        notes.append(
+            f"resemblance: skipped, no pruned level of an {REFERENCE} run shared with another arm"
+        )
+        return tables
+    tables["resemblance_seeds"] = study.arrange(resemblance)
+    tables["resemblance"] = study.arrange(resemblance_summary(resemblance))
+    return tables
+
+
+def study_tables(
+    study: Study, permutations: int, notes: list[str]
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Every table of the study (by CSV name) and the conv masks they were computed from."""
+    members = [m for m in study.members if m.run.levels]
+    frame = with_ids(runs_frame([m.run for m in members]), members)
+    tables = {"accuracy": study.arrange(accuracy_summary(frame))}
+    stability = stability_summary(members, frame)
+    if stability.empty:
+        notes.append("stability: skipped, no pruned level completed yet")
+    else:
+        tables["stability"] = study.arrange(stability)
+    gains = last_epoch_gains(members)
+    tables["convergence"] = study.arrange(convergence_summary(gains)) if not gains.empty else gains
+    masks = conv_masks(members)
+    if masks.empty:
+        notes.append("structure tables: skipped, no pruned level completed yet")
+        return tables, masks
+    tables |= structure_tables(masks, study, permutations, notes)
+    tables["key_table"] = study.arrange(
+        key_table(tables["structure_index"], tables.get("resemblance", pd.DataFrame()))
+    )
+    return tables, masks
+
+
+def needs(tables: dict[str, pd.DataFrame], *names: str) -> list[pd.DataFrame]:
+    """The named tables, or Unsupported naming the first one the runs could not give."""
+    for name in names:
+        if tables.get(name) is None or tables[name].empty:
+            raise Unsupported(f"no {name} table: the runs have no completed level it needs")
+    return [tables[name] for name in names]
+
+
+def draw(
+    report: FigureReport, out: Path, formats: Sequence[str], name: str, build: Callable[[], Figure]
+) -> None:
+    """Draw one figure into out/<name>.<format>, or record why the runs cannot support it."""
+    try:
+        fig = build()
+    except Unsupported as why:
+        report.skipped[name] = str(why)
+        return
+    try:
+        paths = [out / f"{name}.{fmt}" for fmt in formats]
+        for path in paths:
+            fig.savefig(path)
+    finally:
+        plt.close(fig)
+    report.drawn[name] = paths
+
+
+def print_key(key: pd.DataFrame) -> None:
+    """Print the key table of each model's sparsest levels, one column per unit."""
+    with pd.option_context(
+        "display.width", 250, "display.max_rows", 500, "display.max_colwidth", 60
+    ):
+        print(
+            f"\nstructure at each model's {KEY_LEVELS} sparsest levels: index = mean dead / chance "
+            "[95 % bootstrap interval over seeds], p = permutation tests against random masks "
+            "combined over seeds (Fisher), '–' = no unit can die by chance; filter lift = dead "
+            f"filters shared with {REFERENCE} over chance\n"
+            f"{key_wide(sparsest(key)).to_string(index=False)}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> FigureReport:
+    """Read the sweeps, write every table as out/<name>.csv and every figure the runs support,
+    print what is missing, the key table and what was drawn or skipped, and why."""
+    args, sweeps, permutations = parse_args(argv)
+    study = read_study(sweeps)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    study.coverage.to_csv(out / "coverage.csv", index=False)
+    print(
+        f"runs per model and arm, done / planned (the others: state, levels done):\n{missing_report(study)}"
+    )
+    report = FigureReport()
+    if not any(m.run.levels for m in study.members):
+        print("no completed level yet: nothing to analyse")
+        return report
+    notes: list[str] = []
+    tables, masks = study_tables(study, permutations, notes)
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    if "key_table" in tables:
+        print_key(tables["key_table"])
+    figures = {
+        "structure_index": lambda: index_figure(*needs(tables, "structure_index"), study),
+        "kernel_histograms": lambda: kernel_histogram_figure(masks, *needs(tables, "kernel_counts_seeds"), study, notes),
+        "mask_images": lambda: mask_image_figure(masks, *needs(tables, "structure_index"), study),
+        "stability": lambda: stability_figure(*needs(tables, "stability"), study),
+        "accuracy": lambda: accuracy_figure(*needs(tables, "accuracy"), study),
+    }  # fmt: skip
+    for name, build in figures.items():
+        draw(report, out, args.formats, name, build)
+    print("\n" + "\n".join([str(report), *notes]))
+    print(f"tables ({', '.join(f'{n}.csv' for n in tables)}) and figures: {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
