@@ -684,6 +684,7 @@ def test_run_sweep_trains_parents_then_branches_and_tables_them(tmp_path):
     assert copies["test_acc"].tolist() == dense.loc[copies["run_id"]].tolist()
 
 
+@pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_branches_wait_while_another_process_trains_their_parents(tmp_path):
     (tmp_path / "s.toml").write_text(SWEEP)
     (tmp_path / "out").mkdir()

@@ -77,6 +77,7 @@ def kill_points(events: list[str]) -> list[int]:
     return sorted(set(spread) | set(between[::2]) | set(inside[::4]))
 
 
+@pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_a_group_killed_anywhere_resumes_to_the_same_bytes(reference, tmp_path):
     ref, events = reference
     points = kill_points(events)

@@ -397,6 +397,7 @@ def test_worker_pool_and_submitit_local_give_the_in_process_results(done_sweep, 
         assert_same_runs(tmp_path / out, reference)
 
 
+@pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_a_local_ray_instance_gives_the_in_process_results(done_sweep, tmp_path):
     ray = pytest.importorskip(
         "ray", reason="ray does not install here: pip install 'maskstudy[ray]'"
@@ -438,6 +439,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_to_the_same_result(tmp_path, done_sweep):
     path = write(tmp_path, sweep_text(CRITERIA_GRID, duration="60it"))
     out = tmp_path / "out"
@@ -463,6 +465,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_to_the_same_result(tmp_p
             assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_two_sweep_processes_on_one_directory_never_train_a_run_twice(tmp_path):
     path = write(tmp_path, sweep_text(CRITERIA_GRID, seeds="[0, 1, 2]", duration="30it"))
     out = tmp_path / "out"
