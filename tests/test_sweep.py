@@ -441,7 +441,8 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 
 @pytest.mark.slow  # several processes: run with `pytest -m slow` (CI runs both)
 def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_to_the_same_result(tmp_path, done_sweep):
-    path = write(tmp_path, sweep_text(CRITERIA_GRID, duration="60it"))
+    # long enough levels that a loaded machine cannot finish the sweep before the signal
+    path = write(tmp_path, sweep_text(CRITERIA_GRID, duration="400it"))
     out = tmp_path / "out"
     proc = cli("sweep", str(path), "--out", str(out), "--no-replicas", "--quiet")
     _wait_for(lambda: any(out.glob("*/levels/*/DONE")))  # 11 of 12 levels still to train
