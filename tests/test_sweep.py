@@ -200,6 +200,15 @@ def test_a_sweep_logs_one_line_per_completed_level_when_not_on_a_terminal(tmp_pa
     )
 
 
+def test_on_a_terminal_the_sweep_bar_names_the_level_finished_last(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("maskstudy.runs.executors.interactive", lambda: True)
+    path = write(tmp_path, sweep_text(CRITERIA_GRID, seeds="[0]"))
+    run_sweep(path, tmp_path / "out", jobs=1, progress=True)
+    bar = capsys.readouterr().err.split("\r")[-2]  # the bar's last refresh (tqdm writes to stderr)
+    assert "6/6" in bar and "runs 2/2;" in bar
+    assert re.search(r"-s0-\w+ level 2: [\d.]+ % remaining, test acc [\d.]+ %", bar)
+
+
 def test_frame_is_one_row_per_run_and_level_with_config_columns(done_sweep):
     sweep = open_sweep(done_sweep[0] / "out")
     frame = sweep.frame()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +26,7 @@ from maskstudy.errors import ConfigError, MaskstudyError
 from maskstudy.runs.checks import check_device
 from maskstudy.runs.config import RunConfig
 from maskstudy.runs.loggers import check_loggers
-from maskstudy.runs.progress import interactive, report_level
+from maskstudy.runs.progress import interactive, level_line, report_level
 from maskstudy.runs.store import Run, levels_done
 from maskstudy.runs.sweep import prepare_sweep_dir
 from maskstudy.runs.tasks import execute_task, plan_tasks
@@ -206,14 +206,16 @@ EXECUTORS = {"local": Local, "slurm": Slurm, "ray": Ray}
 
 
 class _Progress:
-    """One bar over every level of the sweep, fed by polling DONE files (works for any executor);
-    in a log, one line per level completed during this call instead (runs/progress.py)."""
+    """One bar over every level of the sweep, fed by polling DONE files (works for any executor),
+    naming the level finished last with its accuracy; in a log, one line per level completed
+    during this call instead (runs/progress.py)."""
 
     def __init__(self, out: Path, configs: Sequence[RunConfig], enabled: bool) -> None:
         self.dirs = [(out / c.run_id(), len(c.level_range())) for c in configs]
         self.enabled = enabled
         self.lines = enabled and not interactive()
         self.reported = {d: set(levels) for d, levels in self._listed().items()}
+        self.latest = ""  # the level finished last during this call, as a log line
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -226,12 +228,15 @@ class _Progress:
 
     def update(self) -> None:
         listed = self._listed()
-        if self.lines:
-            self._report_new_levels(listed)
+        for run_dir, level, metrics in self._new_levels(listed):
+            if self.lines:
+                report_level(run_dir.name, level, metrics)
+            else:  # the bar names the level finished last, with its accuracy
+                self.latest = level_line(run_dir.name, level, metrics)
         done = self._done(listed)
         finished = sum(x == n for x, (_, n) in zip(done, self.dirs, strict=True))
         self.bar.update(sum(done) - self.bar.n)
-        self.bar.set_postfix(runs=f"{finished}/{len(self.dirs)}")
+        self.bar.set_postfix_str(f"runs {finished}/{len(self.dirs)}; {self.latest}".rstrip("; "))
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
@@ -256,7 +261,8 @@ class _Progress:
         self.update()
         self.bar.close()
 
-    def _report_new_levels(self, listed: dict[Path, list[int]]) -> None:
+    def _new_levels(self, listed: dict[Path, list[int]]) -> Iterator[tuple[Path, int, dict]]:
+        """(run directory, level, metrics) of each level completed since the last update."""
         for run_dir, levels in listed.items():
             for level in sorted(set(levels) - self.reported[run_dir]):
                 self.reported[run_dir].add(level)
@@ -264,7 +270,7 @@ class _Progress:
                     metrics = Run(run_dir).level_metrics(level)
                 except (MaskstudyError, OSError):
                     continue  # damaged: its task reports it
-                report_level(run_dir.name, level, metrics)
+                yield run_dir, level, metrics
 
 
 def _levels_listed(run_dir: Path) -> list[int]:
