@@ -516,6 +516,17 @@ def test_every_registered_criterion_and_training_has_its_own_style():
     assert len({str(regime_linestyle(n)) for n in names}) == len(names)
 
 
+def test_a_methods_variants_keep_its_colour_and_get_line_styles_no_regime_has():
+    from maskstudy.plots.style import _LINESTYLES, VARIANT_LINESTYLES, method_style
+
+    regimes = {str(ls) for ls in _LINESTYLES.values()}
+    styles = [method_style("magnitude", "rewind", variant=v) for v in range(4)]
+    assert styles[0]["ls"] == regime_linestyle("rewind")
+    assert len({s["color"] for s in styles}) == 1  # the criterion's colour
+    assert len({str(s["ls"]) for s in styles}) == 4
+    assert not {str(ls) for ls in VARIANT_LINESTYLES} & regimes
+
+
 def test_the_study_scripts_share_one_command_line(tmp_path):
     from maskstudy.plots.study import study_args
 

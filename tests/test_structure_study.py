@@ -1,4 +1,5 @@
-"""The conv-structure study script (analysis/structure/figures.py) on a tiny sweep: conv2 on
+"""The conv-structure study's library (maskstudy.analysis.structure_study) against independent
+references on hand-made masks and frames, and its script (analysis/structure/figures.py) on a tiny sweep: conv2 on
 synthetic 8×8 inputs, magnitude / random / L1-filter arms × 2 seeds × levels 0–2. Its tables
 hold the expected columns, its structure index and combined p-values equal an independent
 computation, it draws every figure, and a sweep with arms or levels missing is reported, not
@@ -14,9 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 import maskstudy
+from maskstudy.analysis.stats import bootstrap_ci
+from maskstudy.analysis.structure_study import (
+    conv_masks,
+    convergence_summary,
+    dead_unit_seeds,
+    fisher_p,
+    last_epoch_gains,
+    over_seeds,
+    structure_index_summary,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "structure" / "figures.py"
 FIGURES = ("structure_index", "kernel_histograms", "mask_images", "stability", "accuracy")
@@ -159,3 +171,116 @@ def test_the_command_line_takes_several_sweeps_and_the_permutations(figures, tmp
     args, sweeps, permutations = figures.parse_args(["--format", "png", "a"])
     assert sweeps == [Path("a")] and args.out == Path("a") / "study" and args.formats == ["png"]
     assert permutations == figures.PERMUTATIONS
+
+
+# --- the library on hand-made masks and frames ---------------------------------------------------
+def small_mask() -> np.ndarray:
+    """A 3×2×2×2 conv mask keeping 11 of 24 weights: filter 0 and kernel (1, 1) entirely pruned."""
+    mask = np.zeros((3, 2, 2, 2), dtype=bool)
+    mask[1, 0].flat[:3] = True
+    mask[2] = True
+    return mask
+
+
+def mask_frame(masks: list[np.ndarray]) -> pd.DataFrame:
+    """The frame conv_masks returns: one layer of one arm at level 1, a row per seed."""
+    return pd.DataFrame([
+        {"model": "m", "arm": "a", "seed": seed, "level": 1, "layer": "conv.weight",
+         "percent_remaining": 100 * m.mean(), "mask": m}
+        for seed, m in enumerate(masks)
+    ])  # fmt: skip
+
+
+def test_structure_index_of_one_mask_is_dead_over_the_hypergeometric_chance():
+    mask = small_mask()
+    index = structure_index_summary(dead_unit_seeds(mask_frame([mask]), permutations=9))
+    n, k = mask.size, int(mask.sum())
+    for unit, groups, size, dead in (
+        ("kernel", 6, 4, 3),
+        ("filter", 3, 8, 1),
+        ("channel", 2, 12, 0),
+    ):
+        row = index[index["unit"] == unit].iloc[0]
+        expected = groups * stats.hypergeom(n, k, size).pmf(0)  # P(a group keeps none of K)
+        assert row["dead"] == dead and row["groups"] == groups and row["seeds"] == 1
+        assert row["expected"] == pytest.approx(expected, rel=1e-12)
+        assert row["index"] == pytest.approx(dead / expected, rel=1e-12)
+        assert np.isnan(row["index_lo"]) and np.isnan(row["index_hi"])  # one seed: no interval
+    assert index.set_index("unit")["note"].to_dict() == {  # 3 filters expect 0.005 dead
+        "kernel": "", "filter": "chance expects < 0.01 dead: index large by construction",
+        "channel": "none dead",
+    }  # fmt: skip
+
+
+def seed_frame() -> pd.DataFrame:
+    """Dead-unit rows of 3 seeds of one layer, arm, level and unit, made by hand."""
+    return pd.DataFrame({
+        "model": "m", "layer": "conv.weight", "arm": "a", "level": 2, "unit": "kernel",
+        "seed": [0, 1, 2], "percent_remaining": [10.0, 11.0, 12.0], "dead": [4, 6, 11],
+        "groups": 20, "expected": [2.0, 2.5, 3.0], "p_value": [0.04, 0.2, 0.01],
+    })  # fmt: skip
+
+
+def test_over_seed_summary_of_three_seeds():
+    seeds = seed_frame()
+    table = structure_index_summary(seeds)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["seeds"] == 3 and row["groups"] == 20
+    assert row["percent_remaining"] == pytest.approx(11.0)
+    assert row["dead"] == pytest.approx(7.0) and row["expected"] == pytest.approx(2.5)
+    assert row["index"] == pytest.approx(7.0 / 2.5)
+    assert row["index_lo"] == pytest.approx(row["dead_lo"] / 2.5)
+    assert row["index_hi"] == pytest.approx(row["dead_hi"] / 2.5)
+    assert row["note"] == ""
+    other = seeds.assign(level=3, dead=[5, 5, 5])  # a second group is summarised on its own
+    both = structure_index_summary(pd.concat([seeds, other], ignore_index=True))
+    assert both["level"].tolist() == [2, 3]
+    assert both.iloc[0].drop("note").equals(row.drop("note"))
+    assert both.iloc[1][["dead", "dead_lo", "dead_hi"]].tolist() == [5.0, 5.0, 5.0]
+
+
+def test_bootstrap_interval_holds_the_mean_and_is_bootstrap_ci():
+    seeds = seed_frame()
+    row = over_seeds(seeds, "dead", ["model", "layer", "arm", "level"]).iloc[0]
+    mean, low, high = bootstrap_ci(seeds["dead"].to_numpy())
+    assert (row["dead"], row["dead_lo"], row["dead_hi"]) == (mean, low, high)
+    assert low < row["dead"] < high
+
+
+def test_combined_p_is_scipys_fisher():
+    seeds = seed_frame()
+    reference = stats.combine_pvalues([0.04, 0.2, 0.01], method="fisher").pvalue
+    assert fisher_p(seeds["p_value"]) == pytest.approx(reference, rel=1e-12)
+    assert structure_index_summary(seeds)["p_fisher"].iloc[0] == pytest.approx(reference, rel=1e-12)
+
+
+class FakeRun:
+    """A run with two levels: conv masks (one left dense) and a history of two evaluations."""
+
+    levels = [0, 1]
+
+    def mask(self, level: int) -> dict[str, torch.Tensor]:
+        conv = torch.from_numpy(small_mask() if level else np.ones((3, 2, 2, 2), dtype=bool))
+        return {"conv.weight": conv, "fc.weight": torch.zeros(4, 3, dtype=torch.bool)}
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "level": [0, 0, 1, 1], "step": [10, 20, 10, 20], "epoch": [1, 2, 1, 2],
+            "test_acc": [0.5, 0.6, 0.4, 0.45], "train_loss": [1.0, 0.8, 1.2, 1.1],
+        })  # fmt: skip
+
+
+def test_conv_masks_and_last_epoch_gains_label_each_run_with_its_ids():
+    runs, ids = [FakeRun(), FakeRun()], [{"model": "m", "arm": "a", "seed": s} for s in (0, 1)]
+    masks = conv_masks(runs, ids)  # the dense level-0 conv and the linear layer left out
+    assert masks[["seed", "level", "layer"]].values.tolist() == [[0, 1, "conv.weight"],
+                                                                [1, 1, "conv.weight"]]  # fmt: skip
+    assert masks["percent_remaining"].tolist() == pytest.approx([100 * 11 / 24] * 2)
+    gains = last_epoch_gains(runs, ids)
+    assert gains["test_acc_gain"].tolist() == pytest.approx([0.1, 0.05, 0.1, 0.05])
+    assert "val_acc_gain" not in gains
+    table = convergence_summary(gains)
+    assert table["seeds"].tolist() == [2, 2] and table["epoch"].tolist() == [2, 2]
+    assert table["train_loss_gain"].tolist() == pytest.approx([-0.2, -0.1])
+    assert table["test_acc_gain_max"].tolist() == pytest.approx([0.1, 0.05])

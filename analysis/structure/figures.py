@@ -26,21 +26,25 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-from scipy.stats import combine_pvalues
 
 import maskstudy
 from maskstudy.analysis.stability import stability_table
-from maskstudy.analysis.stats import summarize
 from maskstudy.analysis.structure import kernel_histogram
-from maskstudy.analysis.structure_tests import (
-    dead_unit_test,
-    kernel_count_test,
-    structured_resemblance,
+from maskstudy.analysis.structure_study import (
+    KEYS,
+    conv_masks,
+    convergence_summary,
+    dead_unit_seeds,
+    kernel_count_seeds,
+    kernel_count_summary,
+    last_epoch_gains,
+    resemblance_seeds,
+    resemblance_summary,
+    structure_index_summary,
 )
 from maskstudy.errors import ConfigError
 from maskstudy.plots.bands import mean_band
@@ -60,8 +64,8 @@ from maskstudy.plots.style import (
     chance_line,
     layer_label,
     legend_below,
+    method_style,
     panel_grid,
-    regime_linestyle,
 )
 from maskstudy.runs.store import Run
 from maskstudy.runs.table import flatten, runs_frame
@@ -73,26 +77,11 @@ TICKET = ("magnitude", "layer", "rewind", False)  # (criterion, scope, regime, l
 RANDOM = ("random", "layer", "rewind", False)
 STABILITY = ("s1", "pearson", "sign_agreement", "persistence")  # the table's measures
 STABILITY_SHOWN = ("s1", "pearson", "sign_agreement")  # persistence is 1 for nested masks
-GAINS = ("val_acc", "test_acc", "train_loss")  # last evaluation − the one before, per level
 KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
 LOG_RANGE = 30.0  # a panel whose positive values span more than this ratio gets a log y-axis
-FEW_CHANCE = 0.01  # expected dead units below this: the index is large by construction
 LEGEND_COLUMNS = 3  # arm names are long
 MASK_PANEL = 2.0  # inches per mask image
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # % remaining on the x axes
-KEYS = ["model", "layer", "arm", "level"]
-SEED_COLUMNS = [*KEYS, "seed", "percent_remaining"]
-_PALETTE = sns.color_palette("colorblind", 10)  # grey (7) is chance's
-_ARM_COLOURS = {  # the study's arms, told apart at a glance (Okabe–Ito colours and black)
-    TICKET: _PALETTE[0],
-    ("magnitude", "layer", "rewind", True): _PALETTE[9],
-    ("magnitude", "layer", "finetune", False): _PALETTE[1],
-    ("magnitude", "layer", "reinit_prune", False): _PALETTE[4],
-    ("magnitude", "global", "rewind", False): "0.15",
-    RANDOM: _PALETTE[2],
-    (REFERENCE, "layer", "rewind", False): _PALETTE[3],
-}
-_SPARE_COLOURS = (_PALETTE[5], _PALETTE[6], _PALETTE[8])  # any other arm
 REGIME_WORDS = {"finetune": "finetune", "reinit_prune": "reinit, prune again"}
 REWIND_WORDS = {"rewind": "rewind", "lr_rewind": "LR rewind"}
 
@@ -107,6 +96,11 @@ class Arm:
     scope: str
     regime: str
     late: bool  # rewinds to a step k > 0
+
+    @property
+    def variant(self) -> int:
+        """0 for layerwise from θ0; else a line style of its own (style.method_style)."""
+        return int(self.late) + 2 * (self.scope != "layer")
 
     @property
     def key(self) -> tuple[str, str, str, bool]:
@@ -266,134 +260,7 @@ def missing_report(study: Study) -> str:
     return "\n".join(lines)
 
 
-# --- masks and tests per seed ------------------------------------------------------------------
-def conv_masks(members: Sequence[Member]) -> pd.DataFrame:
-    """One row per (run, completed pruned level, conv layer): its mask and % weights remaining."""
-    rows = []
-    for m in members:
-        for level in m.run.levels:
-            for layer, mask in m.run.mask(level).items():
-                arr = mask.numpy()
-                if arr.ndim < 3 or arr.all():  # linear layers; a dense layer has no structure
-                    continue
-                rows.append({
-                    **m.ids, "level": level, "layer": layer, "percent_remaining": 100 * arr.mean(),
-                    "mask": arr,
-                })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def seed_ids(row: Any) -> dict[str, Any]:
-    """The identifying columns of a row of :func:`conv_masks`."""
-    return {c: getattr(row, c) for c in SEED_COLUMNS}
-
-
-def dead_unit_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
-    """dead_unit_test per seed, conv layer, level and unit (kernel / filter / channel)."""
-    return pd.DataFrame([
-        {**seed_ids(r), **dead_unit_test(r.mask, unit, permutations, seed=r.seed)}
-        for r in masks.itertuples()
-        for unit in CONV_UNITS
-    ])  # fmt: skip
-
-
-def kernel_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
-    """kernel_count_test per seed, conv layer and level, with the share of kernels dead or full
-    beside its chance value (the hypergeometric pmf at 0 and at kh·kw alive)."""
-    rows = []
-    for r in masks.itertuples():
-        chance = kernel_histogram(r.mask)["expected_fraction"].to_numpy()
-        rows.append({
-            **seed_ids(r), **kernel_count_test(r.mask, permutations, seed=r.seed),
-            "chance_dead_or_full": chance[0] + chance[-1],
-        })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def resemblance_seeds(masks: pd.DataFrame, references: Sequence[Arm]) -> pd.DataFrame:
-    """structured_resemblance (dead filters) of every other arm's mask against each reference
-    arm's mask of the same model, seed, level and layer."""
-    names = [a.name for a in references]
-    structured = {
-        (r.arm, r.model, r.seed, r.level, r.layer): r.mask
-        for r in masks.itertuples()
-        if r.arm in names
-    }
-    rows = []
-    for r, ref in itertools.product(masks[~masks["arm"].isin(names)].itertuples(), names):
-        other = structured.get((ref, r.model, r.seed, r.level, r.layer))
-        if other is not None:
-            rows.append({
-                **seed_ids(r), "reference": ref,
-                **structured_resemblance(r.mask, other, unit="filter"),
-            })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-# --- summaries over seeds ----------------------------------------------------------------------
-def fisher(p_values: pd.Series) -> float:
-    """Fisher's combination of independent p-values (one per seed)."""
-    return float(combine_pvalues(p_values, method="fisher").pvalue)
-
-
-def over_seeds(seeds: pd.DataFrame, value: str, keys: list[str], **extra: Any) -> pd.DataFrame:
-    """Per group of ``keys``: mean of ``value`` over seeds with its 95 % bootstrap interval
-    (stats.summarize; seeds where it is nan left out), seeds, mean % remaining and the
-    ``extra`` named aggregations."""
-    stats = summarize(seeds, value, keys).drop(columns=["sd", "n"])
-    stats = stats.rename(columns={"mean": value, "ci_low": f"{value}_lo", "ci_high": f"{value}_hi"})
-    grouped = seeds.groupby(keys).agg(
-        seeds=("seed", "nunique"), percent_remaining=("percent_remaining", "mean"), **extra
-    )
-    return grouped.reset_index().merge(stats, on=keys, how="left")
-
-
-def index_note(row: pd.Series) -> str:
-    """What an index that is not an ordinary ratio means (chance ≈ 0, nothing dead)."""
-    if row["expected"] == 0:
-        if row["dead"] > 0:
-            return "index inf: units dead where chance underflows to 0"
-        return "index nan: chance leaves no unit dead, and none is"
-    if row["dead"] == 0:
-        return "none dead"
-    if row["expected"] < FEW_CHANCE:
-        return f"chance expects < {FEW_CHANCE} dead: index large by construction"
-    return ""
-
-
-def index_summary(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Structure index per model, layer, arm, level and unit: mean dead over seeds ÷ the mean
-    chance expectation (the same for every seed of a layerwise arm), its interval from the
-    bootstrap interval of the dead counts, and the Fisher-combined permutation p."""
-    table = over_seeds(
-        seeds, "dead", [*KEYS, "unit"], groups=("groups", "first"),
-        expected=("expected", "mean"), p_fisher=("p_value", fisher),
-    )  # fmt: skip
-    for suffix in ("", "_lo", "_hi"):  # pandas: x / 0 = inf, 0 / 0 = nan, both noted
-        table[f"index{suffix}"] = table[f"dead{suffix}"] / table["expected"]
-    table["note"] = table.apply(index_note, axis=1)
-    return table
-
-
-def kernel_summary(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Kernel-count distribution vs chance per model, layer, arm and level: mean total-variation
-    distance with its interval, the dead-or-full share beside chance, Fisher-combined p."""
-    return over_seeds(
-        seeds, "tv", KEYS, dead_or_full=("dead_or_full", "mean"),
-        chance_dead_or_full=("chance_dead_or_full", "mean"), p_fisher=("p_value", fisher),
-    )  # fmt: skip
-
-
-def resemblance_summary(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Lift of the dead-filter overlap with the reference arm per model, layer, arm and level:
-    mean over the seeds where it is defined (filters dead in both) with its interval, Fisher p."""
-    return over_seeds(
-        seeds, "lift", [*KEYS, "reference"], lift_seeds=("lift", "count"),
-        dead=("dead", "mean"), removed=("removed", "mean"), overlap=("overlap", "mean"),
-        p_fisher=("p_value", fisher),
-    )  # fmt: skip
-
-
+# --- tables over seeds ------------------------------------------------------------------------
 def with_ids(table: pd.DataFrame, members: Sequence[Member]) -> pd.DataFrame:
     """``table`` (with a run_id column) with the study's model, arm and seed of each run in
     place of the config columns of those names."""
@@ -423,35 +290,6 @@ def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["model", "arm", "level"]
     x = frame.groupby(keys)["percent_remaining"].mean().reset_index()
     return mean_band(frame, "test_acc", keys).merge(x, on=keys)
-
-
-def last_epoch_gains(members: Sequence[Member]) -> pd.DataFrame:
-    """Per run and completed level: its last evaluation minus the one before, for GAINS."""
-    rows = []
-    for m in members:
-        history = m.run.history()
-        if history.empty:
-            continue
-        for level, evals in history.groupby("level"):
-            if len(evals) < 2:
-                continue
-            before, last = evals.sort_values("step").iloc[-2:].to_dict("records")
-            gains = {f"{g}_gain": last[g] - before[g] for g in GAINS if g in last}
-            rows.append({**m.ids, "level": level, "epoch": last["epoch"], **gains})
-    return pd.DataFrame(rows)
-
-
-def convergence_summary(gains: pd.DataFrame) -> pd.DataFrame:
-    """Per model, arm and level: the mean gain of the last evaluation over the one before with
-    its 95 % interval over seeds and the largest gain of any seed, per measured column."""
-    keys = ["model", "arm", "level"]
-    table = gains.groupby(keys).agg(seeds=("seed", "nunique"), epoch=("epoch", "max"))
-    for column in [c for c in gains.columns if c.endswith("_gain")]:
-        stats = summarize(gains, column, keys).set_index(keys)
-        table[column] = stats["mean"]
-        table[f"{column}_lo"], table[f"{column}_hi"] = stats["ci_low"], stats["ci_high"]
-        table[f"{column}_max"] = gains.groupby(keys)[column].max()
-    return table.reset_index()
 
 
 # --- the key table -----------------------------------------------------------------------------
@@ -521,13 +359,8 @@ def select(frame: pd.DataFrame, **values: Any) -> pd.DataFrame:
 
 
 def arm_style(arm: Arm) -> dict[str, Any]:
-    """The arm's colour (fixed for the study's arms) and its regime's line style."""
-    spare = _SPARE_COLOURS[sum(map(ord, arm.name)) % len(_SPARE_COLOURS)]
-    return {
-        "color": _ARM_COLOURS.get(arm.key, spare),
-        "ls": regime_linestyle(arm.regime),
-        "lw": 1.2,
-    }
+    """The arm's criterion colour and regime line style (its own for a variant)."""
+    return method_style(arm.criterion, arm.regime, variant=arm.variant)
 
 
 def arm_handles(arms: Sequence[Arm]) -> list[Line2D]:
@@ -866,12 +699,13 @@ def structure_tables(
 ) -> dict[str, pd.DataFrame]:
     """The per-seed tests and their summaries over seeds (index, kernel counts, resemblance)."""
     dead = study.arrange(dead_unit_seeds(masks, permutations))
-    kernels = study.arrange(kernel_seeds(masks, permutations))
+    kernels = study.arrange(kernel_count_seeds(masks, permutations))
     tables = {
-        "structure_seeds": dead, "structure_index": study.arrange(index_summary(dead)),
-        "kernel_counts_seeds": kernels, "kernel_counts": study.arrange(kernel_summary(kernels)),
+        "structure_seeds": dead, "structure_index": study.arrange(structure_index_summary(dead)),
+        "kernel_counts_seeds": kernels,
+        "kernel_counts": study.arrange(kernel_count_summary(kernels)),
     }  # fmt: skip
-    resemblance = resemblance_seeds(masks, study.references)
+    resemblance = resemblance_seeds(masks, [a.name for a in study.references])
     if resemblance.empty:
         notes.append(
             f"resemblance: skipped, no pruned level of an {REFERENCE} run shared with another arm"
@@ -887,16 +721,17 @@ def study_tables(
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Every table of the study (by CSV name) and the conv masks they were computed from."""
     members = [m for m in study.members if m.run.levels]
-    frame = with_ids(runs_frame([m.run for m in members]), members)
+    runs, ids = [m.run for m in members], [m.ids for m in members]
+    frame = with_ids(runs_frame(runs), members)
     tables = {"accuracy": study.arrange(accuracy_summary(frame))}
     stability = stability_summary(members, frame)
     if stability.empty:
         notes.append("stability: skipped, no pruned level completed yet")
     else:
         tables["stability"] = study.arrange(stability)
-    gains = last_epoch_gains(members)
+    gains = last_epoch_gains(runs, ids)
     tables["convergence"] = study.arrange(convergence_summary(gains)) if not gains.empty else gains
-    masks = conv_masks(members)
+    masks = conv_masks(runs, ids)
     if masks.empty:
         notes.append("structure tables: skipped, no pruned level completed yet")
         return tables, masks

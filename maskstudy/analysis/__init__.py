@@ -1,7 +1,7 @@
 """Mask analysis: overlap with chance baselines, conv structure, weight stability, embeddings.
 
 Import the modules: ``from maskstudy.analysis import overlap, structure, structure_tests,
-stability``.
+structure_study, stability``.
 Non-nested (Drop Pruning) trajectories: ``revival_table``, ``flip_table``, ``flip_counts``.
 """
 

@@ -56,6 +56,13 @@ _LINESTYLES = {
     "finetune (branch)": (0, (1, 2)),
     "lr_rewind (branch)": (0, (4, 1, 4, 1, 1, 1)),
 }
+# A method's variants (the same criterion and regime done another way: a late rewind point, a
+# global scope, …), each with a line style no regime has, in its criterion's colour.
+VARIANT_LINESTYLES = (
+    (0, (2, 1)),
+    (0, (6, 1, 1, 1, 1, 1, 1, 1)),
+    (0, (3, 1, 3, 1, 8, 1)),
+)
 # chance in every figure: a broad pale grey line, unlike any method's thin coloured one
 CHANCE = {"color": "0.55", "ls": "-", "lw": 2.6, "alpha": 0.45, "solid_capstyle": "butt"}
 DENSE = {"color": "0.45", "ls": "-", "lw": 0.9}
@@ -235,6 +242,19 @@ def chance_line(ax: Axes, x: Sequence[float], y: Sequence[float] | float) -> Lin
     return line
 
 
+def method_style(
+    criterion: str, regime: str, by_regime: bool = False, variant: int = 0
+) -> dict[str, Any]:
+    """A method's line (color, ls, lw): its criterion colour (its regime's with ``by_regime``)
+    and regime line style; a ``variant`` i >= 1 takes the i-th of VARIANT_LINESTYLES instead."""
+    ls = (
+        regime_linestyle(regime)
+        if variant == 0
+        else VARIANT_LINESTYLES[(variant - 1) % len(VARIANT_LINESTYLES)]
+    )
+    return {"color": method_color(criterion, regime, by_regime), "ls": ls, "lw": 1.2}
+
+
 def method_line(
     ax: Axes,
     x: Sequence[float],
@@ -247,19 +267,10 @@ def method_line(
 ) -> Line2D:
     """A method's line in its criterion colour (its regime's with ``by_regime``: see
     :func:`colour_by_regime`) and regime style, with an optional shaded band."""
-    color = method_color(criterion, regime, by_regime)
-    (line,) = ax.plot(
-        x,
-        y,
-        ls=regime_linestyle(regime),
-        color=color,
-        marker=marker,
-        ms=2.5,
-        lw=1.2,
-        label=method_label(criterion, regime),
-    )
+    style = method_style(criterion, regime, by_regime)
+    (line,) = ax.plot(x, y, marker=marker, ms=2.5, label=method_label(criterion, regime), **style)
     if band is not None:
-        ax.fill_between(x, band[0], band[1], color=color, alpha=0.15, lw=0)
+        ax.fill_between(x, band[0], band[1], color=style["color"], alpha=0.15, lw=0)
     return line
 
 
