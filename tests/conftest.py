@@ -26,7 +26,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-TINY_CONV_SWEEP = """
+# conv2 on synthetic 8×8 inputs, seeds 0/1, levels 0–2: the base every tiny conv sweep shares
+TINY_CONV_BASE = """
 levels = 2
 seeds = [0, 1]
 [base]
@@ -41,9 +42,8 @@ train.batch_size = 32
 train.duration = "6it"
 train.eval_every = "3it"
 "prune.amount" = 0.5
-[grid]
-"prune.criterion" = ["magnitude", "random"]
 """
+TINY_CONV_SWEEP = TINY_CONV_BASE + '[grid]\n"prune.criterion" = ["magnitude", "random"]\n'
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_CONV_BASE
 from scipy import stats
 
 import maskstudy
@@ -32,26 +33,15 @@ from maskstudy.analysis.structure_study import (
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "structure" / "figures.py"
 FIGURES = ("structure_index", "kernel_histograms", "mask_images", "stability", "accuracy")
-TINY_STRUCTURE_SWEEP = """
-levels = 2
-seeds = [0, 1]
-[base]
-data.name = "synthetic"
-data.synthetic_shape = [1, 8, 8]
-data.synthetic_size = 256
-model.name = "conv2"
-model.width = 0.25
-train.optimizer = "sgd"
-train.lr = 0.05
-train.batch_size = 32
-train.duration = "6it"
-train.eval_every = "3it"
-"prune.amount" = 0.5
+TINY_STRUCTURE_SWEEP = (
+    TINY_CONV_BASE
+    + """
 [[tied]]
 "prune.criterion" = ["magnitude", "random", "ln_structured"]
 "prune.layer_amounts" = [{output = 0.2}, {output = 0.2}, {}]
 "prune.exclude" = [[], [], ["output"]]
 """
+)
 MAGNITUDE = "magnitude · rewind θ0"
 ARGS = ["--format", "png", "--permutations", "9"]
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 import maskstudy
 from maskstudy.plots import accuracy_vs_remaining
+from maskstudy.plots.figures import save_figure
 from maskstudy.plots.study import study_args
 from maskstudy.plots.style import apply_style, criterion_color, method_label, regime_linestyle
 
@@ -70,9 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(c.startswith("pgd_acc") for c in table.columns):
         figures["methods_pgd"] = robustness(table)
     for name, fig in figures.items():
-        for fmt in args.formats:
-            fig.savefig(out / f"{name}.{fmt}")
-        plt.close(fig)
+        save_figure(fig, out, name, args.formats)
     print(f"table and figures: {out}")
 
 

@@ -48,7 +48,7 @@ from maskstudy.analysis.structure_study import (
 )
 from maskstudy.errors import ConfigError
 from maskstudy.plots.bands import mean_band
-from maskstudy.plots.figures import FORMATS, FigureReport, Unsupported
+from maskstudy.plots.figures import FORMATS, FigureReport, Unsupported, save_figure
 from maskstudy.plots.stability import METRIC_LABELS
 from maskstudy.plots.structure import CONV_UNITS, UNIT_LABELS, count_scale, kernel_counts
 from maskstudy.plots.study import StudyArgs, study_args
@@ -759,13 +759,7 @@ def draw(
     except Unsupported as why:
         report.skipped[name] = str(why)
         return
-    try:
-        paths = [out / f"{name}.{fmt}" for fmt in formats]
-        for path in paths:
-            fig.savefig(path)
-    finally:
-        plt.close(fig)
-    report.drawn[name] = paths
+    report.drawn[name] = save_figure(fig, out, name, formats)
 
 
 def print_key(key: pd.DataFrame) -> None:

@@ -366,11 +366,16 @@ def draw_figures(
         if title:  # name the group on the figure too, before its own title
             own = fig.get_suptitle()
             fig.suptitle(f"{title}: {own}" if own else title, fontsize=8)
-        try:
-            paths = [out / f"{name}{suffix}.{fmt}" for fmt in formats]
-            for path in paths:
-                fig.savefig(path)
-        finally:
-            plt.close(fig)
-        report.drawn[name + suffix] = paths
+        report.drawn[name + suffix] = save_figure(fig, out, name + suffix, formats)
     return report
+
+
+def save_figure(fig: Figure, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """Write ``fig`` as ``out/<name>.<format>`` for each format, then close it; the paths."""
+    try:
+        paths = [Path(out) / f"{name}.{fmt}" for fmt in formats]
+        for path in paths:
+            fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return paths
