@@ -32,7 +32,14 @@ from maskstudy.analysis.structure_study import (
 )
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "structure" / "figures.py"
-FIGURES = ("structure_index", "kernel_histograms", "mask_images", "stability", "accuracy")
+FIGURES = (
+    "structure_index",
+    "dead_units",
+    "kernel_histograms",
+    "mask_images",
+    "stability",
+    "accuracy",
+)
 TINY_STRUCTURE_SWEEP = (
     TINY_CONV_BASE
     + """
@@ -135,6 +142,37 @@ def test_every_figure_is_drawn(study):
     out, report = study
     assert set(report.drawn) == set(FIGURES) and not report.skipped
     assert all((out / f"{name}.png").stat().st_size > 10_000 for name in FIGURES)
+
+
+def test_every_arm_has_its_own_colour(figures):
+    arms = [figures.Arm("x", *key) for key in figures.ARM_COLOURS]
+    colours = {figures.arm_style(a)["color"] for a in arms}
+    assert len(colours) == len(figures.ARM_COLOURS)
+
+
+def test_key_cells_count_dead_units_where_chance_expects_almost_none(figures):
+    row = pd.Series({"index": 3e4, "index_lo": 0.0, "index_hi": 7e4, "dead": 0.6,
+                     "dead_lo": 0.0, "dead_hi": 1.4, "expected": 2e-5})  # fmt: skip
+    cell = figures.index_cell(next(pd.DataFrame([row]).itertuples()))
+    assert cell == "0.6 [0, 1.4] dead (chance 2e-05)"
+    common = row.copy()
+    common[["index", "index_lo", "index_hi", "expected"]] = [1.2, 1.1, 1.3, 0.5]
+    assert figures.index_cell(next(pd.DataFrame([common]).itertuples())) == "1.2 [1.1, 1.3]"
+
+
+def test_a_filter_of_a_one_input_layer_is_noted_as_a_kernel(study):
+    out, _ = study
+    key = pd.read_csv(out / "key_table.csv").fillna("")
+    index = pd.read_csv(out / "structure_index.csv")
+    single = index[(index["unit"] == "channel") & (index["groups"] == 1)]["layer"].unique()
+    assert len(single) > 0  # conv1 sees one grey channel
+    filters = key[(key["unit"] == "filter")]
+    assert (
+        filters[filters["layer"].isin(single)]["note"] == "one input channel: a filter is a kernel"
+    ).all()
+    assert not (
+        filters[~filters["layer"].isin(single)]["note"] == "one input channel: a filter is a kernel"
+    ).any()
 
 
 def test_missing_arms_and_levels_are_reported_not_a_crash(figures, sweep, tmp_path, capsys):

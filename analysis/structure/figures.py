@@ -26,6 +26,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
@@ -78,12 +79,25 @@ RANDOM = ("random", "layer", "rewind", False)
 STABILITY = ("s1", "pearson", "sign_agreement", "persistence")  # the table's measures
 STABILITY_SHOWN = ("s1", "pearson", "sign_agreement")  # persistence is 1 for nested masks
 KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
+ONE_INPUT = "one input channel: a filter is a kernel"  # the key table's note
+MIN_EXPECTED = 0.05  # an index is drawn only where chance expects at least this many dead units
 LOG_RANGE = 30.0  # a panel whose positive values span more than this ratio gets a log y-axis
 LEGEND_COLUMNS = 3  # arm names are long
 MASK_PANEL = 2.0  # inches per mask image
 TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1)  # % remaining on the x axes
 REGIME_WORDS = {"finetune": "finetune", "reinit_prune": "reinit, prune again"}
 REWIND_WORDS = {"rewind": "rewind", "lr_rewind": "LR rewind"}
+# A colour per arm (indices into the colour-blind palette): five arms share the magnitude
+# criterion, so the criterion colour of plots.style would draw them alike.
+ARM_COLOURS = {
+    TICKET: 0,
+    ("magnitude", "layer", "rewind", True): 2,
+    ("magnitude", "layer", "finetune", False): 1,
+    ("magnitude", "layer", "reinit_prune", False): 3,
+    ("magnitude", "global", "rewind", False): 4,
+    RANDOM: 6,
+    (REFERENCE, "layer", "rewind", False): 5,
+}
 
 
 # --- arms and runs ----------------------------------------------------------------------------
@@ -309,12 +323,21 @@ def lift_cell(row: Any) -> str:
     )
 
 
+def index_cell(row: Any) -> str:
+    """The index [interval]; where chance expects fewer than MIN_EXPECTED dead units (a huge
+    ratio by construction) the mean dead count [interval] and the chance expectation instead."""
+    if row.expected >= MIN_EXPECTED or row.dead == 0:
+        return interval(row.index, row.index_lo, row.index_hi)
+    return f"{interval(row.dead, row.dead_lo, row.dead_hi)} dead (chance {row.expected:.1g})"
+
+
 def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
-    """Per model, layer, level, arm and unit: index [interval], Fisher p and, for filters, the
-    lift over chance of the dead-filter overlap with the reference arm [interval]."""
+    """Per model, layer, level, arm and unit: index [interval] (dead count where chance expects
+    almost none), Fisher p and, for filters, the lift over chance of the dead-filter overlap
+    with the reference arm [interval]."""
     table = index.assign(
         left=index["percent_remaining"].round(1),
-        cell=[interval(*v) for v in index[["index", "index_lo", "index_hi"]].to_numpy()],
+        cell=[index_cell(r) for r in index.itertuples()],
         p=index["p_fisher"].map(lambda p: f"{p:.2g}"),
     )
     lift = "lift [95% CI]"
@@ -325,6 +348,13 @@ def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
         lifts = lifts.assign(**{lift: [lift_cell(r) for r in lifts.itertuples()]})
         cells = lifts.groupby(KEYS)[lift].agg("; ".join).reset_index().assign(unit="filter")
         table = table.merge(cells, on=[*KEYS, "unit"], how="left").fillna({lift: ""})
+    single = pd.MultiIndex.from_frame(
+        index.loc[(index["unit"] == "channel") & (index["groups"] == 1), ["model", "layer"]]
+    )
+    one_input = (table["unit"] == "filter") & pd.MultiIndex.from_frame(
+        table[["model", "layer"]]
+    ).isin(single)
+    table["note"] = table["note"].where(~one_input, ONE_INPUT)
     table = table.rename(columns={"left": "% of layer left", "cell": "index [95% CI]"})
     columns = ["model", "layer", "level", "% of layer left", "arm", "unit", "seeds"]
     return table[[*columns, "index [95% CI]", "p", lift, "note"]]
@@ -336,7 +366,8 @@ def key_wide(key: pd.DataFrame) -> pd.DataFrame:
     the filter lift."""
     rows = ["model", "layer", "level", "% of layer left", "arm", "seeds"]
     cell = (key["index [95% CI]"] + " p=" + key["p"]).where(key["note"] != "none dead", "none dead")
-    cells = key.assign(cell=cell.where(~key["note"].str.startswith("index nan"), "–"))
+    cell = cell.where(~key["note"].str.startswith("index nan"), "–")
+    cells = key.assign(cell=cell.where(key["note"] != ONE_INPUT, "= kernel"))
     wide = cells.set_index([*rows, "unit"])["cell"].unstack("unit")
     wide = wide.reindex(pd.MultiIndex.from_frame(cells[rows].drop_duplicates()))
     filters = cells[cells["unit"] == "filter"].set_index(rows)["lift [95% CI]"]
@@ -359,8 +390,12 @@ def select(frame: pd.DataFrame, **values: Any) -> pd.DataFrame:
 
 
 def arm_style(arm: Arm) -> dict[str, Any]:
-    """The arm's criterion colour and regime line style (its own for a variant)."""
-    return method_style(arm.criterion, arm.regime, variant=arm.variant)
+    """The arm's own colour (ARM_COLOURS; its criterion's otherwise) and regime line style
+    (its own for a variant)."""
+    style = method_style(arm.criterion, arm.regime, variant=arm.variant)
+    if arm.key in ARM_COLOURS:
+        style["color"] = sns.color_palette("colorblind")[ARM_COLOURS[arm.key]]
+    return style
 
 
 def arm_handles(arms: Sequence[Arm]) -> list[Line2D]:
@@ -431,12 +466,33 @@ def index_limits(data: pd.DataFrame) -> tuple[bool, float, float]:
     return log, min(bottom, 0.5), max(top, 2.0)
 
 
+def panel_note(ax: Axes, text: str) -> None:
+    """Grey words in the middle of a panel that has no line to draw."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=7,
+            color="0.4")  # fmt: skip
+
+
+def single_input(index: pd.DataFrame, model: str, layer: str) -> bool:
+    """Whether the layer has one input channel (then a filter is one kernel)."""
+    rows = select(index, model=model, layer=layer, unit="channel")
+    return not rows.empty and bool((rows["groups"] == 1).all())
+
+
+SINGLE_INPUT_NOTES = {
+    "filter": "one input channel:\na filter is a kernel (row above)",
+    "channel": "one input channel:\nit dies only with the whole layer",
+}
+
+
 def index_panel(ax: Axes, data: pd.DataFrame, arms: Sequence[Arm]) -> set[str]:
-    """One unit of one layer: each arm's index with its band and chance at 1; on a log axis an
-    index of 0 is ▼ on the bottom edge, ∞ ▲ on the top one. Returns the marks it used."""
-    if not np.isfinite(data["index"]).any():
-        ax.text(0.5, 0.5, "undefined: chance leaves\nno unit dead, and none is", ha="center",
-                va="center", transform=ax.transAxes, fontsize=7, color="0.4")  # fmt: skip
+    """One unit of one layer: each arm's index with its band and chance at 1, at the levels
+    where chance expects at least MIN_EXPECTED dead units (elsewhere any dead unit gives a huge
+    ratio: the dead-unit figure shows the counts); on a log axis an index of 0 is ▼ on the
+    bottom edge, ∞ ▲ on the top one. Returns the marks it used."""
+    data = data[data["expected"] >= MIN_EXPECTED]
+    if data.empty:
+        panel_note(ax, f"chance expects < {MIN_EXPECTED:g} dead units\nat every level "
+                   "(counts: dead_units)")  # fmt: skip
         return set()
     log, bottom, top = index_limits(data)
     marks = set()
@@ -456,38 +512,95 @@ def index_panel(ax: Axes, data: pd.DataFrame, arms: Sequence[Arm]) -> set[str]:
     return marks
 
 
-def index_figure(index: pd.DataFrame, study: Study) -> Figure:
-    """Structure index vs % of the layer remaining: a column per (model, conv layer), a row per
-    unit (kernel, filter, channel), a line per arm with its band; the structured reference is
-    left out (it removes whole filters by construction; its index is in the table)."""
+def shown_arms(index: pd.DataFrame, study: Study) -> tuple[list[Arm], pd.DataFrame]:
+    """The arms the structure figures draw (all but the structured reference, which removes
+    whole filters by construction) and their rows of ``index``."""
     arms = [a for a in study.arms if a.criterion != REFERENCE and a.name in set(index["arm"])]
     shown = index[index["arm"].isin([a.name for a in arms])]
     if shown.empty:
         raise Unsupported("no pruned level of an arm other than the structured reference yet")
-    panels = list(dict.fromkeys(zip(shown["model"], shown["layer"], strict=True)))
+    return arms, shown
+
+
+def unit_grid(
+    shown: pd.DataFrame, units: Sequence[str], panels: Sequence[tuple[str, str]]
+) -> tuple[Figure, list[tuple[Axes, str, str, str, pd.DataFrame]]]:
+    """A row per unit, a column per (model, conv layer) on the % remaining axis: the figure and
+    (axes, unit, model, layer, rows of ``shown``) per panel."""
     apply_style()
     size = (max(DOUBLE_COLUMN[0] / len(panels), 1.7), 1.6)
-    fig, axes = panel_grid(len(CONV_UNITS) * len(panels), len(panels), sharey=False, size=size)
-    marks: set[str] = set()
-    for ax, (unit, (model, layer)) in zip(axes, itertools.product(CONV_UNITS, panels), strict=True):
-        where = (shown["model"] == model) & (shown["layer"] == layer) & (shown["unit"] == unit)
-        marks |= index_panel(ax, shown[where], arms)
+    fig, axes = panel_grid(len(units) * len(panels), len(panels), sharey=False, size=size)
+    cells = []
+    for ax, (unit, (model, layer)) in zip(axes, itertools.product(units, panels), strict=True):
         remaining_axis(ax, shown["percent_remaining"], "")
+        cells.append((ax, unit, model, layer, select(shown, model=model, layer=layer, unit=unit)))
     for ax, (model, layer) in zip(axes, panels, strict=False):
         ax.set_title(f"{model} · {layer_label(layer)}")
     for ax in axes[-len(panels) :]:
         ax.set_xlabel("weights left in the layer (%)")
-    for ax, unit in zip(axes[:: len(panels)], CONV_UNITS, strict=True):
-        ax.set_ylabel(f"{UNIT_LABELS[unit]}:\nobserved / chance")
+    return fig, cells
+
+
+def index_figure(index: pd.DataFrame, study: Study) -> Figure:
+    """Structure index vs % of the layer remaining: a column per (model, conv layer), a row per
+    unit (kernel, filter, channel), a line per arm with its band; the structured reference is
+    left out (it removes whole filters by construction; its index is in the table)."""
+    arms, shown = shown_arms(index, study)
+    panels = list(dict.fromkeys(zip(shown["model"], shown["layer"], strict=True)))
+    fig, cells = unit_grid(shown, CONV_UNITS, panels)
+    marks: set[str] = set()
+    for ax, unit, model, layer, rows in cells:
+        if unit in SINGLE_INPUT_NOTES and single_input(index, model, layer):
+            panel_note(ax, SINGLE_INPUT_NOTES[unit])
+        else:
+            marks |= index_panel(ax, rows, arms)
+        if layer == panels[0][1] and model == panels[0][0]:
+            ax.set_ylabel(f"{UNIT_LABELS[unit]}:\nobserved / chance")
     fig.suptitle(
         f"Structure index of conv masks, {study.dataset}, {seeds_words(shown['seeds'])} "
-        "(mean, 95 % bootstrap band)\n1 = a random mask of the same density; the L1-filter "
-        "reference is left out (it removes whole filters by construction)",
+        "(mean, 95 % bootstrap band)\n1 = a random mask of the same density, drawn where chance "
+        f"expects ≥ {MIN_EXPECTED:g} dead units; the L1-filter reference is left out (it removes "
+        "whole filters by construction)",
         fontsize=8,
     )
     extra = [Line2D([], [], **CHANCE, label="chance (index 1)")]
     words = {"v": "nothing dead (index 0)", "^": "dead where chance ≈ 0 (index ∞)"}
     extra += [Line2D([], [], ls="", marker=m, color="0.3", label=words[m]) for m in sorted(marks)]
+    legend_below(fig, [arm_handles(arms), extra], columns=LEGEND_COLUMNS)
+    return fig
+
+
+def dead_units_figure(index: pd.DataFrame, study: Study) -> Figure:
+    """Dead filters and input channels, counted: each arm's mean over seeds with its band
+    against the chance expectation of a layerwise random mask, in the conv layers with more than
+    one input channel. Where chance expects almost none, the index is a huge ratio; the counts
+    say how many units actually died."""
+    arms, shown = shown_arms(index, study)
+    units = [u for u in CONV_UNITS if u != "kernel"]
+    panels = [
+        (model, layer)
+        for model, layer in dict.fromkeys(zip(shown["model"], shown["layer"], strict=True))
+        if not single_input(index, model, layer)
+    ]
+    if not panels:
+        raise Unsupported("no conv layer with more than one input channel")
+    layerwise = [a.name for a in arms if a.scope == "layer"]
+    fig, cells = unit_grid(shown[shown["unit"].isin(units)], units, panels)
+    for ax, unit, model, layer, rows in cells:
+        for arm in arms:
+            banded_line(ax, rows[rows["arm"] == arm.name], arm, "dead", "dead_lo", "dead_hi")
+        chance = rows[rows["arm"].isin(layerwise)].groupby("percent_remaining")["expected"].mean()
+        chance_line(ax, chance.index, chance.to_numpy())
+        ax.set_ylim(bottom=0)
+        if (model, layer) == panels[0]:
+            ax.set_ylabel(f"{UNIT_LABELS[unit]}\n(of {int(rows['groups'].max())})")
+    fig.suptitle(
+        f"Dead filters and input channels of conv masks, {study.dataset}, "
+        f"{seeds_words(shown['seeds'])} (mean count, 95 % bootstrap band)\nchance: the expected "
+        "count under a random mask of the same density",
+        fontsize=8,
+    )
+    extra = [Line2D([], [], **CHANCE, label="chance (random mask)")]
     legend_below(fig, [arm_handles(arms), extra], columns=LEGEND_COLUMNS)
     return fig
 
@@ -799,6 +912,7 @@ def main(argv: Sequence[str] | None = None) -> FigureReport:
         print_key(tables["key_table"])
     figures = {
         "structure_index": lambda: index_figure(*needs(tables, "structure_index"), study),
+        "dead_units": lambda: dead_units_figure(*needs(tables, "structure_index"), study),
         "kernel_histograms": lambda: kernel_histogram_figure(masks, *needs(tables, "kernel_counts_seeds"), study, notes),
         "mask_images": lambda: mask_image_figure(masks, *needs(tables, "structure_index"), study),
         "stability": lambda: stability_figure(*needs(tables, "stability"), study),
