@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 import maskstudy
+from maskstudy.analysis.lmc import STABLE_BARRIER, error_barrier
 from maskstudy.analysis.stability import stability_table
 from maskstudy.analysis.structure import kernel_histogram
 from maskstudy.analysis.structure_study import (
@@ -76,8 +77,11 @@ PERMUTATIONS = 999  # random masks per permutation test (per seed, layer, level 
 REFERENCE = "ln_structured"  # the structured arm the others are compared with
 TICKET = ("magnitude", "layer", "rewind", False)  # (criterion, scope, regime, late rewind)
 RANDOM = ("random", "layer", "rewind", False)
+FINETUNE = ("magnitude", "layer", "finetune", False)
+REINIT = ("magnitude", "layer", "reinit_prune", False)
 STABILITY = ("s1", "pearson", "sign_agreement", "persistence")  # the table's measures
 STABILITY_SHOWN = ("s1", "pearson", "sign_agreement")  # persistence is 1 for nested masks
+LMC_FILES = "lmc_level??_seeds1-2.csv"  # lmc.py's curves (from the level's own start)
 KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
 ONE_INPUT = "one input channel: a filter is a kernel"  # the key table's note
 MIN_EXPECTED = 0.05  # an index is drawn only where chance expects at least this many dead units
@@ -92,8 +96,8 @@ REWIND_WORDS = {"rewind": "rewind", "lr_rewind": "LR rewind"}
 ARM_COLOURS = {
     TICKET: 0,
     ("magnitude", "layer", "rewind", True): 2,
-    ("magnitude", "layer", "finetune", False): 1,
-    ("magnitude", "layer", "reinit_prune", False): 3,
+    FINETUNE: 1,
+    REINIT: 3,
     ("magnitude", "global", "rewind", False): 4,
     RANDOM: 6,
     (REFERENCE, "layer", "rewind", False): 5,
@@ -297,6 +301,33 @@ def stability_summary(members: Sequence[Member], frame: pd.DataFrame) -> pd.Data
         if table[measure].notna().any()
     ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def lmc_seeds(members: Sequence[Member], frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run and level probed by lmc.py (RUN/analysis/lmc_levelLL_seeds1-2.csv): the error
+    barriers on the test and train splits (fractions) at the level's % remaining."""
+    rows = []
+    for member in members:
+        for path in sorted((member.run.path / "analysis").glob(LMC_FILES)):
+            curve = pd.read_csv(path)
+            level = int(path.stem.removeprefix("lmc_level")[:2])
+            barriers = {
+                f"barrier_{split}": error_barrier(curve[curve["split"] == split])
+                for split in ("test", "train")
+            }
+            rows.append({**member.ids, "run_id": member.run.run_id, "level": level, **barriers})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).merge(frame[["run_id", "level", "percent_remaining"]])
+    return table.drop(columns="run_id")
+
+
+def lmc_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The test error barrier per model, arm and level: mean over seeds [95 % interval], in
+    the mean_band columns the curve figures read."""
+    keys = ["model", "arm", "level"]
+    x = seeds.groupby(keys)["percent_remaining"].mean().reset_index()
+    return mean_band(seeds, "barrier_test", keys).merge(x, on=keys)
 
 
 def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -782,6 +813,21 @@ def stability_figure(stability: pd.DataFrame, study: Study) -> Figure:
     return curve_panels(study, whole, grid, titles, models, "Weight stability, whole network")
 
 
+def lmc_figure(lmc: pd.DataFrame, study: Study) -> Figure:
+    """Linear mode connectivity: the test error barrier between two copies of a level trained
+    with different data orders vs % remaining, a panel per model; stable below 2 points."""
+    points = lmc.assign(**{c: 100 * lmc[c] for c in ("mean", "lo", "hi")})
+    models = list(dict.fromkeys(points["model"]))
+    grid = [[select(points, model=m) for m in models]]
+    ylabel = "error barrier (test, points)"
+    title = "Linear mode connectivity (grey: the 2-point stability threshold)"
+    fig = curve_panels(study, points, grid, models, [ylabel], title)
+    for ax in fig.axes[: len(models)]:
+        ax.axhline(100 * STABLE_BARRIER, **CHANCE, zorder=1)
+        ax.set_ylim(bottom=0)
+    return fig
+
+
 def accuracy_figure(accuracy: pd.DataFrame, study: Study) -> Figure:
     """Test accuracy (%) vs % of weights remaining, a panel per model."""
     scaled = accuracy.assign(**{c: 100 * accuracy[c] for c in ("mean", "lo", "hi")})
@@ -844,6 +890,11 @@ def study_tables(
         tables["stability"] = study.arrange(stability)
     gains = last_epoch_gains(runs, ids)
     tables["convergence"] = study.arrange(convergence_summary(gains)) if not gains.empty else gains
+    lmc = lmc_seeds(members, frame)
+    if lmc.empty:
+        notes.append("lmc: skipped, no curve from analysis/structure/lmc.py yet")
+    else:
+        tables["lmc_seeds"], tables["lmc"] = study.arrange(lmc), study.arrange(lmc_summary(lmc))
     masks = conv_masks(runs, ids)
     if masks.empty:
         notes.append("structure tables: skipped, no pruned level completed yet")
@@ -917,6 +968,7 @@ def main(argv: Sequence[str] | None = None) -> FigureReport:
         "mask_images": lambda: mask_image_figure(masks, *needs(tables, "structure_index"), study),
         "stability": lambda: stability_figure(*needs(tables, "stability"), study),
         "accuracy": lambda: accuracy_figure(*needs(tables, "accuracy"), study),
+        "lmc": lambda: lmc_figure(*needs(tables, "lmc"), study),
     }  # fmt: skip
     for name, build in figures.items():
         draw(report, out, args.formats, name, build)

@@ -43,6 +43,7 @@ __all__ = [
     "error_barrier",
     "interpolate",
     "interpolation_errors",
+    "lmc_csv_name",
     "lmc_probe",
 ]
 
@@ -243,6 +244,13 @@ def _level_start(
     if k == to_iterations(cfg.rewind_to, per_epoch):
         return run.weights(which="rewind"), k
     return _replay_dense(run, data, k), k
+
+
+def lmc_csv_name(level: int, seeds: Sequence[int], start_step: int | None = None) -> str:
+    """File name of a level's curve in RUN/analysis (``maskstudy lmc``'s default), with the
+    start step when the copies start from a chosen θk."""
+    at_k = "" if start_step is None else f"_k{start_step}"
+    return f"lmc_level{level:02d}{at_k}_seeds{seeds[0]}-{seeds[1]}.csv"
 
 
 def lmc_probe(
