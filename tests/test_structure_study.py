@@ -198,6 +198,45 @@ def test_lmc_script_probes_once_and_the_figures_read_its_barriers(figures, sweep
     assert row["mean"] == pytest.approx(barrier, abs=1e-12)
 
 
+def test_convergence_pairs_each_long_run_with_its_twin_and_compares_per_level(sweep, tmp_path):
+    from maskstudy.runs.executors import run_sweep
+
+    spec = importlib.util.spec_from_file_location(
+        "structure_conv", SCRIPT.with_name("convergence.py")
+    )
+    convergence = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convergence)
+    long_toml = (
+        TINY_CONV_BASE.replace('"6it"', '"12it"') + '"prune.layer_amounts" = {output = 0.2}\n'
+    )
+    (tmp_path / "long.toml").write_text(long_toml)
+    run_sweep(tmp_path / "long.toml", tmp_path / "long", jobs=1, progress=False)
+    pairs = convergence.paired_runs(sweep, tmp_path / "long")
+    assert len(pairs) == 2
+    for short, long in pairs:
+        assert (short.config.seed, short.config.prune.criterion) == (long.config.seed, "magnitude")
+        assert short.config.train.duration == "6it" and long.config.train.duration == "12it"
+    assert convergence.main([str(sweep), str(tmp_path / "long"), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "convergence_long.csv")
+    gains = [
+        pair[1].level_metrics(2)["test_acc"] - pair[0].level_metrics(2)["test_acc"]
+        for pair in pairs
+    ]
+    row = table[(table["what"] == "test accuracy") & (table["level"] == 2)].iloc[0]
+    assert row["gain"] == pytest.approx(np.mean(gains), abs=1e-12) and row["seeds"] == 2
+    kernels = table[(table["what"] == "kernel index") & (table["level"] == 2)]
+    assert set(kernels["layer"]) == {"conv1.weight", "conv2.weight"}
+    short = pairs[0][0].mask(2)["conv2.weight"].numpy()
+    expected = (~short.any(axis=(2, 3))).sum() / conv_expected(short)
+    assert convergence.kernel_index(pairs[0][0].mask(2)["conv2.weight"]) == pytest.approx(expected)
+
+
+def conv_expected(mask: np.ndarray) -> float:
+    """Expected dead kernels of a random mask with the same kept count, by scipy."""
+    kernels, size = mask.shape[0] * mask.shape[1], mask.shape[2] * mask.shape[3]
+    return kernels * stats.hypergeom(mask.size, int(mask.sum()), size).pmf(0)
+
+
 def test_missing_arms_and_levels_are_reported_not_a_crash(figures, sweep, tmp_path, capsys):
     partial = tmp_path / "sweep"
     shutil.copytree(  # only the magnitude runs, and one of them without its last level
