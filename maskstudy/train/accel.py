@@ -11,7 +11,7 @@ and the level's metrics say why (``step_mode``); evaluation always runs eager.
 ``train.precision``: ``fp32`` (default); ``bf16``: the forward and loss under bfloat16 autocast,
 while weights, gradients, masks and optimizer state stay fp32, so pruned weights stay exactly
 +0.0; ``tf32``: TensorFloat-32 matmuls and convolutions on CUDA (CPU has none: fp32 there).
-Convnets on CUDA train in ``channels_last``.
+Convnets on CUDA train in ``channels_last`` (weights, and each replica's batch in the step).
 """
 
 from __future__ import annotations
@@ -28,26 +28,23 @@ from maskstudy.train.replicas import Replicas
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def training_forward(net: Replicas, mode: str) -> tuple[Forward, str]:
-    """The replicas' forward for training steps, and what it is (``eager``, ``compile``,
-    ``graphs``, or ``eager (why)`` when the requested capture cannot run here)."""
-    cuda = net.device.type == "cuda"
+def training_forward(net: Replicas, mode: str) -> tuple[list[Forward], str]:
+    """Each replica's forward for training steps (its batch (B, ...) → logits (B, classes)), and
+    what they are (``eager``, ``compile``, ``graphs``, or ``eager (why)`` when the requested
+    capture cannot run here)."""
+    cuda, eager = net.device.type == "cuda", list(net.modules)
     if mode == "auto":
         mode = "graphs" if cuda else "off"
     if mode == "off":
-        return net, "eager"
+        return eager, "eager"
     if mode == "graphs" and not cuda:
-        return net, f"eager (CUDA graphs need a CUDA device, this is {net.device.type})"
+        return eager, f"eager (CUDA graphs need a CUDA device, this is {net.device.type})"
     options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
     try:
         compiled = [torch.compile(m, **options) for m in net.modules]
     except RuntimeError as e:  # no compiler backend for this platform
-        return net, f"eager (torch.compile failed: {e})"
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x[k]) for k, m in enumerate(compiled)])
-
-    return forward, mode
+        return eager, f"eager (torch.compile failed: {e})"
+    return compiled, mode
 
 
 class _TF32:

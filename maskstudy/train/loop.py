@@ -5,10 +5,17 @@ shuffled by a generator seeded from ``(seed, e)`` and the augmentation of step `
 seeded from ``(seed, s)``. Training from ``start_step = k`` therefore sees exactly the batches
 an uninterrupted run sees at steps k..T-1. The optimizer state (momentum, Adam moments) is fresh
 at ``start_step``: that is what rewinding the weights to step k means.
+
+The step reads nothing back from the device: the training loss adds up in float64 on the data's
+device, and a loss that stops being finite is caught at once on the CPU (a check costs nothing
+there) and, on an accelerator, from a log of the steps' losses read only where the loop reads the
+device anyway (evaluations, checkpoint saves): ``Diverged`` names the same step, replica and loss
+either way, before anything of the later steps is recorded or saved.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +30,7 @@ from maskstudy.data.base import Data, Split, random_crop_flip
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
 from maskstudy.masks import Mask
 from maskstudy.seeds import generator
-from maskstudy.train.accel import channels_last_, precision, training_forward
+from maskstudy.train.accel import Forward, channels_last_, precision, training_forward
 from maskstudy.train.checkpoint import Checkpoints, Progress, pack, restore
 from maskstudy.train.config import TrainConfig
 from maskstudy.train.optim import build_optimizer, lr_factor, set_lr_
@@ -32,6 +39,11 @@ from maskstudy.train.replicas import Replicas
 
 # (iterations done, each replica's masked weights) -> new masks, or None to keep the current ones
 MaskUpdate = Callable[[int, list[dict[str, torch.Tensor]]], Sequence[Mask] | None]
+
+# Whether non-finite losses are found from the device log instead of at every step: None = on
+# accelerators only. Tests set True to run the accelerator's bookkeeping on the CPU.
+_DEFER_CHECKS: bool | None = None
+_LOG_STEPS = 4096  # at most this many steps' losses wait on the device before they are checked
 
 
 class Diverged(MaskstudyError):
@@ -98,13 +110,22 @@ def replica_batches(
     streams = [
         batch_indices(len(data.train), batch_size, seed, start, stop, data.device) for seed in seeds
     ]
+    inputs, labels = data.train.x, data.train.y
     for pairs in zip(*streams, strict=True):
-        step, index = pairs[0][0], torch.stack([i for _, i in pairs])
-        x = data.train.x.index_select(0, index.flatten()).view(*index.shape, *data.input_shape)
+        step = pairs[0][0]
+        if len(pairs) == 1:  # one run: the same gathers without stacking one index
+            index = pairs[0][1]
+            x = inputs.index_select(0, index)
+            if data.augment:
+                x = random_crop_flip(x, generator(seeds[0], "augment", step))
+            yield step, x.unsqueeze(0), labels.index_select(0, index).unsqueeze(0)
+            continue
+        index = torch.stack([i for _, i in pairs])
+        x = inputs.index_select(0, index.flatten()).view(*index.shape, *data.input_shape)
         if data.augment:
             crops = [generator(seed, "augment", step) for seed in seeds]
             x = torch.stack([random_crop_flip(xk, g) for xk, g in zip(x, crops, strict=True)])
-        yield step, x, data.train.y[index]
+        yield step, x, labels.index_select(0, index.flatten()).view(index.shape)
 
 
 def training_batches(
@@ -145,13 +166,14 @@ class _MaskKeeper:
                     value.mul_(f)  # momentum, Adam moments: a pruned weight restarts from rest
 
     def mask_grads_(self) -> None:
-        pairs = [
-            (p.grad, f)
-            for p, f in zip(self.params, self.factors, strict=True)
-            if p.grad is not None
-        ]
-        if pairs:
-            torch._foreach_mul_([g for g, _ in pairs], [f for _, f in pairs])
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):  # a tensor the step did not reach
+            pairs = [(g, f) for g, f in zip(grads, self.factors, strict=True) if g is not None]
+            grads, factors = [g for g, _ in pairs], [f for _, f in pairs]
+        else:
+            factors = self.factors
+        if grads:
+            torch._foreach_mul_(grads, factors)
 
 
 def replica_losses(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -160,6 +182,56 @@ def replica_losses(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean
     return torch.stack(
         [F.cross_entropy(z, t, reduction=reduction) for z, t in zip(logits, y, strict=True)]
     )
+
+
+def _step_losses(
+    forwards: Sequence[Forward],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    layout: torch.memory_format | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss to backpropagate, every replica's loss (K,) detached) of one step: replica k's
+    cross-entropy on its own batch, as a lone run computes it (no stacked logits)."""
+    losses = []
+    for k, forward in enumerate(forwards):
+        xk = x[k] if layout is None else x[k].contiguous(memory_format=layout)
+        losses.append(F.cross_entropy(forward(xk), y[k]))
+    if len(losses) == 1:
+        return losses[0], losses[0].detach().view(1)
+    stacked = torch.stack(losses)
+    return stacked.sum(), stacked.detach()
+
+
+class _LossLog:
+    """Finds the first non-finite loss on an accelerator without reading the device every step.
+
+    Each step's losses go into a device buffer; the loop hands ``settle`` the loss sums it reads
+    anyway (evaluations, checkpoint saves). Sums of finite float64 losses stay finite, so finite
+    sums clear every logged step at once; otherwise the log gives the first non-finite step and
+    replica, raised as ``_check_finite`` raises it at that step on the CPU.
+    """
+
+    def __init__(self, replicas: int, steps: int, device: torch.device) -> None:
+        self.losses = torch.empty(steps, replicas, dtype=torch.float64, device=device)
+        self.first, self.count = 0, 0
+
+    def record(self, step: int, values: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """Log ``values`` of ``step``; ``loss_sum`` (including them) is read when the log is full."""
+        if self.count == 0:
+            self.first = step
+        self.losses[self.count].copy_(values)
+        self.count += 1
+        if self.count == len(self.losses):
+            self.settle(loss_sum.tolist())
+
+    def settle(self, sums: list[float]) -> None:
+        """Raise ``Diverged`` if a logged loss is not finite (``sums``: the running loss sums read
+        from the device), else clear the log."""
+        if self.count and not all(math.isfinite(s) for s in sums):
+            logged = self.losses[: self.count].cpu()
+            for row, values in enumerate(logged):
+                _check_finite(self.first + row, values)
+        self.count = 0
 
 
 @torch.no_grad()
@@ -183,8 +255,8 @@ def evaluate_replicas(
     finally:
         net.train(was_training)
     return [
-        (loss / len(split), int(c) / len(split))
-        for loss, c in zip(loss_sum.tolist(), correct, strict=True)
+        (loss / len(split), c / len(split))
+        for loss, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)
     ]
 
 
@@ -220,8 +292,9 @@ def train(
 
     Evaluates every ``cfg.eval_every`` iterations and at the end. ``snapshot_step`` copies the
     state dict before that step's update (``start_step``: the starting weights; the total: the
-    final ones). ``progress`` names a tqdm bar; None trains silently. Raises ``Diverged`` as soon
-    as the loss is NaN or infinite.
+    final ones). ``progress`` names a tqdm bar; None trains silently. Raises ``Diverged`` when
+    the loss is NaN or infinite: on the CPU at that step; on an accelerator at the next
+    evaluation or checkpoint save, naming the same step, before that evaluation is recorded.
     """
     net = Replicas([model])
     return train_replicas(
@@ -273,9 +346,10 @@ def train_replicas(
     lr_at = lr_factor(cfg, plan)
     _check_call(net, data, cfg, total, start_step, snapshot_step)
     keeper = _MaskKeeper(net, masks)
-    layout = torch.channels_last if channels_last_(net) else torch.contiguous_format
-    optimizer = build_optimizer(net.parameters(), cfg)
-    forward, step_mode = training_forward(net, cfg.compile)
+    layout = torch.channels_last if channels_last_(net) else None  # None: inputs as they come
+    params = net.parameters()
+    optimizer = build_optimizer(params, cfg)
+    forwards, step_mode = training_forward(net, cfg.compile)
     in_precision, arithmetic = precision(cfg.precision, net.device)
     net.train(True)
 
@@ -286,45 +360,67 @@ def train_replicas(
         start_step, [[] for _ in seeds], torch.zeros(net.size, dtype=torch.float64), 0, None
     )
     histories, snapshots = state.histories, state.snapshots
-    loss_sum, loss_count = state.loss_sum, state.loss_count
+    # float64 sums on the device, added to in place step by step: the same additions as ever
+    loss_sum = state.loss_sum.to(data.device, torch.float64, copy=True)
+    loss_count = state.loss_count
+    defer = _DEFER_CHECKS if _DEFER_CHECKS is not None else data.device.type != "cpu"
+    # room for the steps between two evaluations: it fills (and is read) only when they are many
+    log = _LossLog(net.size, min(eval_every + 1, _LOG_STEPS), data.device) if defer else None
     saved_at = time.monotonic()
     batches = replica_batches(data, cfg.batch_size, seeds, state.step, total)
-    with tqdm(total=total, initial=state.step, desc=progress, disable=progress is None) as bar:
+    lr_set = None
+    with (
+        tqdm(total=total, initial=state.step, desc=progress, disable=progress is None) as bar,
+        _divergence_first(log, loss_sum),
+    ):
         for step, x, y in batches:
             if step == snapshot_step:
                 snapshots = net.states()
             lr = cfg.lr * lr_at(step)
-            set_lr_(optimizer, lr)
-            optimizer.zero_grad(set_to_none=True)
+            if lr != lr_set:
+                set_lr_(optimizer, lr)
+                lr_set = lr
+            for p in params:
+                p.grad = None
             with in_precision:
-                losses = replica_losses(forward(x.contiguous(memory_format=layout)), y)
-            values = losses.detach().to("cpu", torch.float64)
-            _check_finite(step, values)
-            losses.sum().backward()
+                loss, values = _step_losses(forwards, x, y, layout)
+            if log is None:
+                _check_finite(step, values)  # before the update, as the step's first read
+            loss_sum.add_(values)  # each loss widened exactly to float64, then added
+            if log is not None:
+                log.record(step, values, loss_sum)
+            loss.backward()
             keeper.mask_grads_()
             optimizer.step()
             if update_masks is not None:
                 new_masks = update_masks(step + 1, keeper.weights())
                 if new_masks is not None:
                     keeper.replace_(new_masks, optimizer)
-            loss_sum, loss_count = loss_sum + values, loss_count + 1
+            loss_count += 1
             done = step + 1
             if done % eval_every == 0 or done == total:
+                sums = loss_sum.tolist()
+                if log is not None:
+                    log.settle(sums)
                 evaluations = _evaluate_data(net, data)
                 for k, history in enumerate(histories):
                     row = {"step": done, "epoch": done / per_epoch, "lr": lr}
-                    row["train_loss"] = float(loss_sum[k]) / loss_count
+                    row["train_loss"] = sums[k] / loss_count
                     row.update(evaluations[k])
                     history.append(row)
                     if on_evaluation is not None:
                         on_evaluation(k, row)
-                loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+                loss_sum.zero_()
+                loss_count = 0
                 bar.set_postfix(
                     test_acc=" ".join(f"{h[-1]['test_acc']:.4f}" for h in histories[:4])
                 )
             if checkpoints is not None and done < total:
                 if time.monotonic() - saved_at >= checkpoints.every:
-                    now = Progress(done, histories, loss_sum, loss_count, snapshots)
+                    saved_sum = loss_sum.to("cpu", copy=True)
+                    if log is not None:
+                        log.settle(saved_sum.tolist())
+                    now = Progress(done, histories, saved_sum, loss_count, snapshots)
                     checkpoints.save(*pack(net, optimizer, now, call))
                     saved_at = time.monotonic()
             bar.update()
@@ -343,9 +439,25 @@ def train_replicas(
     ]
 
 
+@contextmanager
+def _divergence_first(log: _LossLog | None, loss_sum: torch.Tensor) -> Iterator[None]:
+    """An error in deferred-check training (``log``) after a loss went non-finite unnoticed
+    raises ``Diverged`` for that step instead, the error chained to it."""
+    try:
+        yield
+    except Diverged:
+        raise
+    except Exception:
+        if log is not None:
+            log.settle(loss_sum.tolist())
+        raise
+
+
 def _check_finite(step: int, values: torch.Tensor) -> None:
-    bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
-    if bad:
+    """Raise ``Diverged`` naming the first replica whose loss at ``step`` (``values``, one per
+    replica) is not finite."""
+    if not bool(torch.isfinite(values).all()):
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
         raise Diverged(step, float(values[bad[0]]), replica=bad[0])
 
 
