@@ -6,9 +6,10 @@ line's ``--help`` do not load torch until something needs it.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from maskstudy.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # what each name is, for readers and type checkers
     from maskstudy.explorer import explore
@@ -42,9 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _API:
-        raise AttributeError(f"module 'maskstudy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
-    globals()[name] = value  # once loaded, an ordinary attribute
-    return value
+__getattr__ = lazy_attributes(__name__, _API, globals())

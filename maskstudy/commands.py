@@ -7,11 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from maskstudy.analysis.lmc import lmc_probe
-from maskstudy.analysis.report import analysis_tables, write_tables
-from maskstudy.demo import demo
+from maskstudy.analysis.lmc import lmc_csv_name, lmc_probe
 from maskstudy.errors import ConfigError, StoreError
-from maskstudy.plots import draw_figures
 from maskstudy.runs.config import parse_value
 from maskstudy.runs.discover import open_runs, status_of
 from maskstudy.runs.executors import run_sweep
@@ -20,7 +17,9 @@ from maskstudy.runs.run import branch, run
 from maskstudy.runs.store import open_run
 from maskstudy.runs.sweep import open_sweep
 from maskstudy.runs.verify import is_damaged, summary, verify
-from maskstudy.sweep_report import REPORT_FILE, write_report
+
+# The analysis tables, figures, demo and report (scipy, matplotlib, seaborn) are imported by the
+# commands that use them, when they run: `run`, `branch`, `sweep` and `status` start without them.
 
 
 def _key_values(items: Sequence[str] | None, flag: str, example: str) -> dict:
@@ -192,6 +191,7 @@ def pd_options():
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from maskstudy.demo import demo
 
     out, report = demo(
         args.out,
@@ -224,6 +224,7 @@ def _check_writable(directory: Path, default: bool, flag: str) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from maskstudy.analysis.report import analysis_tables, write_tables
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "analysis"
@@ -235,6 +236,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    from maskstudy.plots import draw_figures
 
     runs = open_runs(args.dir)
     out = Path(args.out) if args.out else Path(args.dir) / "figures"
@@ -247,6 +249,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from maskstudy.sweep_report import REPORT_FILE, write_report
 
     out = Path(args.out) if args.out else Path(args.dir) / REPORT_FILE
     _check_writable(out.parent, not args.out, "--out FILE.html")
@@ -270,9 +273,12 @@ def cmd_lmc(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         rewind_to=args.rewind_to,
     )
-    at_k = f"_k{result.start_step}" if args.rewind_to else ""
-    name = f"lmc_level{args.level:02d}{at_k}_seeds{args.seeds[0]}-{args.seeds[1]}.csv"
-    out = Path(args.out) if args.out else run.path / "analysis" / name
+    at_k = result.start_step if args.rewind_to else None
+    out = (
+        Path(args.out)
+        if args.out
+        else run.path / "analysis" / lmc_csv_name(args.level, args.seeds, at_k)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     result.curve.to_csv(out, index=False)
     verdict = "stable" if result.stable else "unstable"

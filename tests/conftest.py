@@ -18,6 +18,15 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """The data cache (maskstudy.data.cache) of every test, and of the commands they start, is
+    a folder of this session: the suite never writes the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MASKSTUDY_CACHE", str(tmp_path_factory.mktemp("maskstudy_cache")))
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """Directory holding mnist/ and fashion-mnist/ IDX files; skips the test if absent."""

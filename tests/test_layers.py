@@ -14,7 +14,7 @@ from pathlib import Path
 import maskstudy
 
 ROOT = Path(maskstudy.__file__).parent
-BASE = ("errors", "registry", "steps", "seeds", "files", "masks", "fields")
+BASE = ("errors", "registry", "steps", "seeds", "files", "masks", "fields", "lazy")
 LAYERS = [
     ("base",),  # the top-level modules of BASE, which import each other
     ("data", "models"),
@@ -31,9 +31,14 @@ LAYERS = [
     ("commands",),  # what each CLI command does
     ("cli",),  # the parser
 ]
-# The one deliberate late import: the parser loads the commands (and torch) only once a command
-# runs, so `maskstudy --help` answers at once (tests/test_run.py times nothing, checks torch).
-DEFERRED = {("cli", "commands")}
+# The deliberate late imports: the parser loads the commands (and torch) only once a command
+# runs, so `maskstudy --help` answers at once (tests/test_run.py times nothing, checks torch);
+# the commands load the analysis tables, figures, demo and report (scipy, matplotlib, seaborn)
+# only in the commands that use them, so `run`, `sweep`, `branch` and `status` start fast
+# (tests/test_startup.py checks what they load).
+DEFERRED = {("cli", "commands")} | {
+    ("commands", unit) for unit in ("analysis", "plots", "demo", "sweep_report")
+}
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # Inside runs/, bottom to top: configuration, the store, run orchestration, sweeps.
 RUNS = [

@@ -3,6 +3,10 @@
 Every file is found (dataset folder, then torchvision's ``raw/`` folder, then the root itself),
 checked against its published md5, and parsed with its IDX header validated, so a damaged or
 misplaced file fails with a DataError naming it rather than training on garbage.
+
+Both are done once per file version: the user cache (:mod:`maskstudy.data.cache`) remembers each
+verified md5 and keeps the decoded, standardised splits, so later processes skip the md5 and the
+decode. Files that change (size, mtime, ctime or inode) are checked and decoded again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from maskstudy.data import cache, normalise
 from maskstudy.data.base import Split
 from maskstudy.data.normalise import standardised_splits
 from maskstudy.errors import DataError
@@ -68,6 +74,19 @@ FASHION_MNIST = IdxDataset(
 KNOWN = (MNIST, FASHION_MNIST)
 
 
+def _code_digest() -> str | None:
+    """sha256 of the source that computes a cached split (this module and normalise.py), read
+    as the module loads: a process keeps the key of the code it runs even if the files change."""
+    try:
+        source = Path(__file__).read_bytes() + Path(normalise.__file__).read_bytes()
+    except (OSError, TypeError):  # no source to read: no way to tell a stale entry, no cache
+        return None
+    return hashlib.sha256(source).hexdigest()
+
+
+CODE = _code_digest()
+
+
 def load_mnist(root: Path, *, verify: bool = True) -> tuple[Split, Split, int]:
     """MNIST: 60000 train / 10000 test 1×28×28 digits; ``verify`` checks the published md5s."""
     return load_idx_dataset(MNIST, root, verify)
@@ -79,15 +98,44 @@ def load_fashion_mnist(root: Path, *, verify: bool = True) -> tuple[Split, Split
 
 
 def load_idx_dataset(dataset: IdxDataset, root: Path, verify: bool) -> tuple[Split, Split, int]:
-    """Find (and with ``verify`` md5-check) all four files first, then parse both splits."""
+    """Find (and with ``verify`` md5-check) all four files first, then parse both splits (or
+    load them from the cache, where this version of the four files was parsed before)."""
     paths = {name: find_file(dataset, Path(root), name) for name in FILES}
     if verify:
         for path in paths.values():
             check_md5(dataset, path)
+    kind, key = cache_key(dataset, paths)
+    arrays = cache.load_arrays(kind, key) if key is not None else None
+    if arrays is not None:
+        train = Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]))
+        test = Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"]))
+        return train, test, NUM_CLASSES
     train_x, train_y = read_pair(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
     test_x, test_y = read_pair(paths[TEST_IMAGES], paths[TEST_LABELS])
     train, test = standardised_splits(train_x, train_y, test_x, test_y)
+    if key is not None and all(cache.settled(f) for f in key["files"]):  # unchanged, not new
+        arrays = {"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y}
+        cache.save_arrays(kind, key, {name: t.numpy() for name, t in arrays.items()})
     return train, test, NUM_CLASSES
+
+
+def cache_key(dataset: IdxDataset, paths: dict[str, Path]) -> tuple[str, dict | None]:
+    """The cache entry of these four files' decoded splits: its kind and key (None: not cached).
+
+    The key holds each file's identity and what computes the floats (:data:`CODE`, the torch and
+    numpy versions), so a cached split is byte for byte what parsing and standardising these
+    files would give.
+    """
+    kind = "idx-" + dataset.title.lower()
+    if CODE is None:
+        return kind, None
+    key = {
+        "files": [cache.identity(paths[name]) for name in FILES],
+        "code": CODE,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    return kind, key
 
 
 def find_file(dataset: IdxDataset, root: Path, name: str) -> Path:
@@ -105,10 +153,17 @@ def find_file(dataset: IdxDataset, root: Path, name: str) -> Path:
 
 
 def check_md5(dataset: IdxDataset, path: Path) -> None:
-    """DataError unless ``path`` is the published file byte for byte (names it if it is known)."""
-    got = hashlib.md5(path.read_bytes()).hexdigest()
+    """DataError unless ``path`` is the published file byte for byte (names it if it is known).
+
+    A file version whose md5 was verified before (the user cache remembers it) is not read again.
+    """
     want = dataset.md5[path.name]
+    version = cache.identity(path)
+    if cache.remembered_md5(version) == want:
+        return
+    got = file_md5(path)
     if got == want:
+        cache.remember_md5(version, got)
         return
     known = [f"{d.title}'s {n}" for d in KNOWN for n, m in d.md5.items() if m == got]
     actually = f" (it is {known[0]})" if known else ""
@@ -117,6 +172,11 @@ def check_md5(dataset: IdxDataset, path: Path) -> None:
         f"{actually}; the file is damaged or belongs to another dataset. Replace it with the "
         "original file, or pass verify=False to skip the md5 check."
     )
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes, as hex."""
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
