@@ -1,16 +1,22 @@
 """Time an N×N Jaccard matrix of random masks: ``maskstudy.analysis.overlap.pairwise`` against
 ``scipy.spatial.distance.pdist(metric="jaccard")`` on the same boolean arrays, same process.
 
-maskstudy packs the masks into 64-bit words and counts intersections with popcount, chunked;
-scipy compares every pair with its C loop over the booleans. The masks have LeNet-300-100's
-266,200 weights by default. scipy may run on the first ``--baseline-masks`` masks only: its
-cost per pair is constant, so its time is then scaled to the full number of pairs (printed).
+maskstudy counts intersections as exact chunked Gram matrices X·Xᵀ of the 0/1 masks (int8
+GEMMs on the CPU, float32 GEMMs on a GPU); scipy compares every pair with its C loop over the
+booleans. The masks have LeNet-300-100's 266,200 weights by default. scipy may run on the
+first ``--baseline-masks`` masks only: its cost per pair is constant, so its time is then
+scaled to the full number of pairs (printed). The two are timed in turns, ``--repeats`` times
+each, and the fastest of each is kept, so a busy machine slows both alike.
 
-The issue's target size: ``--masks 256 --weights 1000000 --baseline-masks 64``. Peak memory
-is what ``pairwise`` allocates on top of the masks (tracemalloc sees numpy's buffers).
+The issue's target size: ``--masks 64 --weights 1000000 --baseline-masks 64`` (≥ 100× on 2
+cores). ``--device cpu`` or ``--device cuda`` hands maskstudy torch tensors on that device
+instead of numpy arrays. Peak memory is what ``pairwise`` allocates on top of the masks:
+tracemalloc sees numpy's buffers (the CPU path allocates its chunk buffers with numpy) but
+not torch's, so on a GPU the peak of ``torch.cuda.max_memory_allocated`` is printed instead.
 
     python benchmarks/overlap.py [--masks 200] [--weights 266200] [--density 0.2]
-                                 [--baseline-masks 200] [--repeats 2] [--seed 0]
+                                 [--baseline-masks 200] [--repeats 3] [--seed 0]
+                                 [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -36,14 +42,21 @@ def random_masks(count: int, weights: int, density: float, seed: int) -> np.ndar
     return np.random.default_rng(seed).permuted(rows, axis=1)
 
 
-def best_time(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
-    """(fastest wall time of ``repeats`` calls, the result of the last call)."""
-    times = []
+def best_times(
+    fns: list[Callable[[], np.ndarray]], repeats: int, sync: Callable[[], None]
+) -> list[tuple[float, np.ndarray]]:
+    """Per function: (fastest wall time of ``repeats`` calls, the result of its last call); the
+    functions take turns, so load that comes and goes on the machine hits them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[np.ndarray] = [np.empty(0) for _ in fns]
     for _ in range(repeats):
-        began = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - began)
-    return min(times), result
+        for k, fn in enumerate(fns):
+            sync()
+            began = time.perf_counter()
+            results[k] = fn()
+            sync()
+            times[k].append(time.perf_counter() - began)
+    return [(min(t), r) for t, r in zip(times, results, strict=True)]
 
 
 def peak_extra_memory(fn: Callable[[], np.ndarray]) -> int:
@@ -74,8 +87,11 @@ def main() -> None:
         default=200,
         help="masks given to scipy (at most --masks); its time is scaled per pair",
     )
-    parser.add_argument("--repeats", type=positive_int, default=2, help="best of this many")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="best of this many")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default=None, help="give maskstudy torch tensors on this device (cpu, cuda)"
+    )
     args = parser.parse_args()
     if not 0 < args.density < 1:
         parser.error(f"--density {args.density} must lie strictly between 0 and 1")
@@ -83,17 +99,29 @@ def main() -> None:
         parser.error(f"--baseline-masks {args.baseline_masks} must lie in [2, --masks]")
 
     masks = random_masks(args.masks, args.weights, args.density, args.seed)
+    given: list = list(masks)
+    on_gpu = args.device is not None and torch.device(args.device).type == "cuda"
+    if args.device is not None:
+        given = [torch.from_numpy(row).to(args.device) for row in masks]
+    sync = torch.cuda.synchronize if on_gpu else lambda: None
     pairs = args.masks * (args.masks - 1) // 2
     base_count = args.baseline_masks
     base_pairs = base_count * (base_count - 1) // 2
     print(
         f"{args.masks} masks x {args.weights:,} weights at density {args.density}; "
         f"numpy {np.__version__}, scipy {scipy.__version__}, {torch.get_num_threads()} threads; "
-        f"best of {args.repeats}"
+        f"best of {args.repeats}, taking turns; masks as "
+        + ("numpy arrays" if args.device is None else f"torch tensors on {args.device}")
     )
 
-    ours, matrix = best_time(lambda: pairwise(list(masks), "jaccard"), args.repeats)
-    base, distances = best_time(lambda: pdist(masks[:base_count], metric="jaccard"), args.repeats)
+    (ours, matrix), (base, distances) = best_times(
+        [
+            lambda: pairwise(given, "jaccard"),
+            lambda: pdist(masks[:base_count], metric="jaccard"),
+        ],
+        args.repeats,
+        sync,
+    )
     similarity = 1 - squareform(distances)
     np.fill_diagonal(similarity, 1.0)
     error = np.abs(similarity - matrix[:base_count, :base_count]).max()
@@ -114,12 +142,19 @@ def main() -> None:
         f"({base / base_pairs * 1e6:.2f} us/pair, {note})"
     )
     print(f"matrices agree to {error:.1e}; speed ratio scipy/maskstudy: {scaled / ours:.1f}x")
-    extra = peak_extra_memory(lambda: pairwise(list(masks), "jaccard"))
+    extra = peak_extra_memory(lambda: pairwise(given, "jaccard"))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     print(
-        f"peak memory: pairwise allocates {extra / 2**20:.1f} MiB beyond the "
-        f"{masks.nbytes / 2**20:.0f} MiB of boolean masks it reads; "
-        f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
+        f"peak memory: pairwise allocates {extra / 2**20:.1f} MiB of host memory beyond the "
+        f"{masks.nbytes / 2**20:.0f} MiB of boolean masks it reads; process max RSS {rss:.0f} MiB"
     )
+    if on_gpu:
+        torch.cuda.synchronize()
+        held = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        pairwise(given, "jaccard")
+        gpu_extra = torch.cuda.max_memory_allocated() - held
+        print(f"peak GPU memory: pairwise allocates {gpu_extra / 2**20:.1f} MiB on {args.device}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,23 @@
 """The counting engine of every mask overlap: intersections and sizes of many masks at once.
 
-Masks are flattened to bool arrays, bit-packed in chunks and popcounted pairwise on a thread
-pool, so N masks of n weights cost about N·n/8 bytes of memory, whatever n.
+The N×N intersection counts of N flattened 0/1 masks X (N×n) are the Gram matrix X·Xᵀ, computed
+``chunk`` weights at a time and summed exactly in int64:
+
+* on the CPU, as int8 GEMMs (``torch._int_mm``, oneDNN: 0/1 bytes in, int32 sums out, exact
+  as chunks are capped at 2**30 weights; float32 GEMMs where a torch lacks it). Each of ``threads``
+  worker threads copies a chunk of every mask into its own N×chunk int8 buffer and runs its
+  GEMMs single-threaded, so a busy machine stalls no thread team.
+* on any other torch device (masks that all live on one GPU), as float32 GEMMs on that device:
+  products are 0 or 1 and every partial sum an integer ≤ chunk ≤ 2**24, so float32 (and TF32)
+  sums are exact there too. Only the N×N result comes back to the host.
+
+Memory: N·chunk bytes per CPU thread (4·N·chunk bytes on a device) plus O(N²), whatever n.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,14 +27,26 @@ import torch
 from maskstudy.errors import ConfigError
 
 MaskLike = torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray]
-DEFAULT_CHUNK = 1 << 16  # weights per mask packed at a time
+Flat = torch.Tensor | np.ndarray  # one flattened mask entry (bool)
+DEFAULT_CHUNK = 1 << 16  # weights per mask counted at a time
 WHOLE = "all"  # layer name of the whole-network row
+INT8_LIMIT = 1 << 30  # weights per int8 GEMM: its int32 sums stay exact
+FLOAT32_LIMIT = 1 << 24  # weights per float32 GEMM: every partial sum is an exact float32
+HOST_DEVICES = ("cpu",)  # torch device types counted on host threads; others on the device
 
 
 # --- flattening ------------------------------------------------------------------------------
-def _flat_bool(x: Any, what: str) -> np.ndarray:
-    """``x`` as a 1-D numpy bool array (a view when ``x`` is a contiguous CPU tensor/array)."""
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def _flat_bool(x: Any, what: str) -> Flat:
+    """``x`` flattened to 1-D bool: a torch tensor stays a tensor on its device, anything else
+    becomes a numpy array (views wherever ``x`` is contiguous)."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype != torch.bool:
+            raise ConfigError(
+                f"{what} has dtype {x.dtype}; masks must be boolean (True = kept): "
+                "pass `x != 0` or `x.bool()`"
+            )
+        return x.detach().reshape(-1)
+    arr = np.asarray(x)
     if arr.dtype != np.bool_:
         raise ConfigError(
             f"{what} has dtype {arr.dtype}; masks must be boolean (True = kept): "
@@ -32,7 +55,7 @@ def _flat_bool(x: Any, what: str) -> np.ndarray:
     return arr.reshape(-1)
 
 
-def _parts(masks: Sequence[MaskLike]) -> tuple[list[str], list[list[np.ndarray]]]:
+def _parts(masks: Sequence[MaskLike]) -> tuple[list[str], list[list[Flat]]]:
     """Entry names and, per mask, its entries as flat bool arrays in the first mask's key order.
 
     A plain tensor/array is one entry named ``'all'``. Masks must agree in keys and shapes.
@@ -76,50 +99,141 @@ def _entries(mask: MaskLike, names: list[str], index: int) -> list[Any]:
 
 
 # --- counting -------------------------------------------------------------------------------
-def _pack(mask_parts: list[np.ndarray], out: np.ndarray) -> None:
-    """Bit-pack one mask's entries into ``out`` (uint64 words), each entry zero-padded to a word."""
-    raw = out.view(np.uint8)
-    at = 0
-    for part in mask_parts:
-        packed = np.packbits(part)
-        raw[at : at + len(packed)] = packed
-        at += -(-len(part) // 64) * 8
+def _device(parts: list[list[Flat]]) -> torch.device | None:
+    """The device of the masks when all are torch tensors on one device, else None (numpy)."""
+    flat = [p for mask in parts for p in mask]
+    if not all(isinstance(p, torch.Tensor) for p in flat):
+        return None
+    devices = {p.device for p in flat}
+    return devices.pop() if len(devices) == 1 else None
 
 
-def _count_rows(rows: range, packed: np.ndarray, words: int, out: np.ndarray) -> None:
-    """out[i, i:] = Σ popcount(packed[i] & packed[i:]) for each row i in ``rows``, ``words``
-    64-bit words at a time (small scratch buffers that stay in cache)."""
-    count = len(packed)
-    both = np.empty((count, words), np.uint64)
-    ones = np.empty((count, words), np.uint8)
-    for start in range(0, packed.shape[1], words):
-        block = packed[:, start : start + words]
-        used = block.shape[1]
-        for i in rows:
-            m = count - i
-            np.bitwise_and(block[i], block[i:], out=both[:m, :used])
-            np.bitwise_count(both[:m, :used], out=ones[:m, :used])
-            out[i, i:] += ones[:m, :used].sum(axis=1, dtype=np.uint32)
+@functools.cache
+def _int8_gemm() -> bool:
+    """Whether this torch has the exact CPU int8 GEMM (``torch._int_mm``); else float32."""
+    try:
+        probe = torch.ones((1, 8), dtype=torch.int8)
+        return int(torch._int_mm(probe, probe.t())) == 8
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
 
 
-def _intersections(parts: list[list[np.ndarray]], chunk: int, threads: int) -> np.ndarray:
-    """N×N matrix of |A_i ∧ A_j| (kept counts on the diagonal), exact int64.
+def _gram(block: torch.Tensor) -> torch.Tensor:
+    """block·blockᵀ of a 0/1 int8 or float32 N×k block, as exact int64 (k a multiple of 8:
+    ``torch._int_mm`` returns garbage for k = 1 on the CPU in torch 2.13)."""
+    if block.dtype == torch.int8:
+        return torch._int_mm(block, block.t()).to(torch.int64)
+    return torch.mm(block, block.t()).to(torch.int64)
 
-    Every mask is bit-packed once (N·n/8 bytes, an eighth of the boolean masks), then each
-    thread takes interleaved rows of the upper triangle and sweeps them ``chunk`` weights at a
-    time, with no barrier between chunks.
+
+def _segments(lengths: list[int], size: int) -> list[list[tuple[int, int, int]]]:
+    """Chunks of ``size`` weights of the entries laid end to end: per chunk (entry, start, stop)."""
+    chunks: list[list[tuple[int, int, int]]] = []
+    room = 0
+    for entry, length in enumerate(lengths):
+        at = 0
+        while at < length:
+            if room == 0:
+                chunks.append([])
+                room = size
+            take = min(room, length - at)
+            chunks[-1].append((entry, at, at + take))
+            at += take
+            room -= take
+    return chunks
+
+
+def _chunk_size(chunk: int, limit: int, weights: int) -> int:
+    """Weights per GEMM: ``chunk`` capped at ``limit`` and at ``weights``, a multiple of 8."""
+    return min(chunk, limit, max(8, -(-weights // 8) * 8)) // 8 * 8
+
+
+def _count_chunks(
+    parts: list[list[Flat]], chunks: Iterator[list[tuple[int, int, int]]], size: int, device: Any
+) -> np.ndarray | torch.Tensor:
+    """Σ over ``chunks`` (taken from a shared iterator) of the chunk's exact Gram matrix.
+
+    ``device`` None: numpy masks copied into an int8 buffer allocated by numpy; a CPU device:
+    torch masks copied into the same kind of buffer; any other device: a float32 buffer there.
     """
     count = len(parts)
-    total_words = sum(-(-len(part) // 64) for part in parts[0])
-    packed = np.zeros((count, total_words), np.uint64)  # zero padding after each entry
-    out = np.zeros((count, count), np.int64)
-    workers = min(threads, count)
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(_pack, parts, packed))
-        groups = [range(t, count, workers) for t in range(workers)]
-        words = -(-min(chunk, 64 * total_words) // 64)
-        list(pool.map(lambda rows: _count_rows(rows, packed, words, out), groups))
-    return out + np.triu(out, 1).T
+    on_host = device is None or device.type in HOST_DEVICES
+    int8 = on_host and _int8_gemm()
+    if on_host:
+        host = np.empty(count * size, np.int8 if int8 else np.float32)
+        buffer = torch.from_numpy(host)
+        total: np.ndarray | torch.Tensor = np.zeros((count, count), np.int64)
+    else:
+        buffer = torch.empty(count * size, dtype=torch.float32, device=device)
+        total = torch.zeros((count, count), dtype=torch.int64, device=device)
+    for segments in chunks:
+        used = sum(stop - start for _, start, stop in segments)
+        width = -(-used // 8) * 8  # zero columns pad a short last chunk: they count nothing
+        rows = [[part[e][start:stop] for e, start, stop in segments] for part in parts]
+        if width == used:  # one copy of the whole chunk, row after row
+            pieces = [piece for row in rows for piece in row]
+            if device is None:
+                np.concatenate(pieces, out=host[: count * used], casting="unsafe")
+            else:
+                torch.cat(pieces, out=buffer[: count * used])
+        else:
+            block = buffer[: count * width].view(count, width)
+            block[:, used:] = 0
+            for i, row in enumerate(rows):
+                if device is None:
+                    np.concatenate(row, out=host[i * width : i * width + used], casting="unsafe")
+                else:
+                    torch.cat(row, out=block[i, :used])
+        gram = _gram(buffer[: count * width].view(count, width))
+        if isinstance(total, np.ndarray):
+            total += gram.numpy()
+        else:
+            total += gram
+    return total
+
+
+def _single_threaded(
+    parts: list[list[Flat]], chunks: Iterator[list[tuple[int, int, int]]], size: int, device: Any
+) -> np.ndarray | torch.Tensor:
+    """:func:`_count_chunks` with this thread's torch (OpenMP/oneDNN) threads set to 1."""
+    torch.set_num_threads(1)
+    return _count_chunks(parts, chunks, size, device)
+
+
+def _intersections(parts: list[list[Flat]], chunk: int, threads: int) -> np.ndarray:
+    """N×N matrix of |A_i ∧ A_j| (kept counts on the diagonal), exact int64.
+
+    Masks that all live on one non-CPU torch device are counted there in the calling thread;
+    otherwise ``threads`` worker threads take the chunks one after another as they finish.
+    """
+    count = len(parts)
+    lengths = [len(p) for p in parts[0]]
+    device = _device(parts)
+    if device is not None and device.type not in HOST_DEVICES:
+        size = _chunk_size(chunk, FLOAT32_LIMIT, sum(lengths))
+        total = _count_chunks(parts, iter(_segments(lengths, size)), size, device)
+        return total.cpu().numpy()
+    if device is None:  # mixed inputs: torch entries as numpy views (copies if off the CPU)
+        parts = [[p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in m] for m in parts]
+    limit = INT8_LIMIT if _int8_gemm() else FLOAT32_LIMIT
+    size = _chunk_size(chunk, limit, sum(lengths))
+    plan = _segments(lengths, size)
+    chunks = iter(plan)  # shared: each worker takes the next chunk when it is free
+    workers = max(1, min(threads, len(plan)))
+    caller_threads = torch.get_num_threads()
+    try:
+        if workers == 1:
+            total = _single_threaded(parts, chunks, size, device)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                jobs = [
+                    pool.submit(_single_threaded, parts, chunks, size, device)
+                    for _ in range(workers)
+                ]
+                total = sum((job.result() for job in jobs), np.zeros((count, count), np.int64))
+    finally:
+        torch.set_num_threads(caller_threads)  # also resets the default of new threads
+    return np.asarray(total)
 
 
 def _check_chunk(chunk: int, threads: int | None) -> int:
@@ -136,10 +250,12 @@ def pairwise_counts(
 ) -> tuple[np.ndarray, int]:
     """(I, n): I[i, j] = |A_i ∧ A_j| as exact int64 (kept counts on the diagonal), n weights.
 
-    Popcount over bit-packed masks, ``chunk`` weights at a time on ``threads`` threads (default
-    ``torch.get_num_threads()``). Peak extra memory ≈ N·n/8 bytes (the packed masks) +
-    1.125·N·chunk/8 bytes per thread + 16·N² bytes, plus a full copy of any mask that is not a
-    contiguous CPU tensor/array.
+    Exact Gram matrices of the 0/1 masks, ``chunk`` weights at a time (at most 2**30 on the
+    CPU, 2**24 on another device). CPU masks (numpy arrays, CPU tensors) are counted on
+    ``threads`` threads (default ``torch.get_num_threads()``), each with its own N·chunk-byte
+    int8 buffer; masks that all live on one other torch device (a GPU) are counted there with
+    a 4·N·chunk-byte float32 buffer, and only I comes back. Mixed inputs are counted on the CPU.
+    Extra memory beyond the buffers is O(N²) plus a copy of any mask that is not contiguous.
     """
     threads = _check_chunk(chunk, threads)
     _, parts = _parts(list(masks))

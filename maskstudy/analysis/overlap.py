@@ -2,8 +2,8 @@
 
 A mask is a bool tensor/array (True = kept) or a mask dict; a dict is compared over all its
 entries together (the whole network), or entry by entry with :func:`layerwise`. Every count
-comes from one routine, :func:`maskstudy.analysis.bitcount.pairwise_counts`: popcount over
-bit-packed masks, chunked. Tables over runs are in :mod:`maskstudy.analysis.run_overlap`.
+comes from one routine, :func:`maskstudy.analysis.bitcount.pairwise_counts`: the Gram matrix
+X·Xᵀ of the 0/1 masks, chunked, exact integer sums. Tables over runs are in :mod:`maskstudy.analysis.run_overlap`.
 
 Read overlaps against chance. Two random masks at 20 % density already have J ≈ 0.111, so
 report the lift J / E[J] and the z-score next to the raw J. Jaccard of *pruned* sets
@@ -208,8 +208,10 @@ def pairwise(
 ) -> np.ndarray:
     """N×N matrix of ``metric`` (jaccard | hamming (a fraction) | overlap) between ``masks``.
 
-    One bit-packed popcount pass over all masks (see :func:`pairwise_counts` for memory);
-    mask dicts are compared over all entries in the first mask's key order.
+    One exact counting pass over all masks, chunked Gram matrices of the 0/1 masks (see
+    :func:`pairwise_counts` for devices and memory): torch tensors that all live on one GPU are
+    counted there. The result is a numpy array either way; mask dicts are compared over all
+    entries in the first mask's key order.
     """
     _metric(metric, on, 1, 0, 0, 0)  # validate before the expensive pass
     inter, n = pairwise_counts(masks, chunk, threads)
