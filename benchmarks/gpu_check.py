@@ -2,8 +2,9 @@
 
 Prints one table (sized for under 8 minutes on one GPU):
 1. LeNet-300-100 / MNIST, one epoch at batch 128, SGD 0.1, 80 %-pruned masks: maskstudy's loop vs
-   an OpenLTH-style loop written here (a DataLoader over a per-sample transform, the masks
-   multiplied into the weights in every forward by torch.nn.utils.prune hooks) → ratio;
+   an OpenLTH-style loop written here (a DataLoader over OpenLTH's per-example pipeline: raw
+   bytes → PIL image → tensor → normalised; the masks multiplied into the weights in every
+   forward by torch.nn.utils.prune hooks) → ratio;
 2. 32 LeNet-300-100 seeds side by side: s per replica-epoch → ratio to the OpenLTH-style epoch;
 3. ResNet-20 on CIFAR-shaped synthetic data, images/s: one run eager, one run captured
    (train.compile = graphs; where that cannot run the row says why), 8 replicas side by side,
@@ -26,8 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, Dataset
@@ -41,6 +44,7 @@ from maskstudy.runs.run import run
 from maskstudy.train import replica_net, train_replicas
 
 REPO = Path(__file__).resolve().parents[1]
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # OpenLTH's Normalize
 
 
 def sync(device: torch.device) -> None:
@@ -57,16 +61,27 @@ def timed(device: torch.device, work) -> float:
 
 
 class PerSample(Dataset):
-    """OpenLTH-style input pipeline: one example at a time through a transform on the CPU."""
+    """OpenLTH's input pipeline (datasets/base.py ImageDataset, datasets/mnist.py): the raw
+    uint8 images kept on the CPU, and each example made a PIL image, turned into a tensor
+    (ToTensor: bytes → float / 255) and normalised (MNIST's mean and std) when it is fetched."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x.cpu(), y.cpu()
+        self.images, self.y = raw_bytes(x.cpu()), y.cpu()
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.x[i].float() - 0.0) / 1.0, self.y[i]  # ToTensor/Normalize stand-in
+        image = Image.fromarray(self.images[i].numpy(), mode="L")
+        pixels = torch.from_numpy(np.array(image, np.uint8)).view(1, image.height, image.width)
+        return (pixels.float().div(255) - MNIST_MEAN) / MNIST_STD, self.y[i]
+
+
+def raw_bytes(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) uint8 images from normalised (N, 1, H, W) ones: the affine map that sends the
+    smallest value to 0 and the largest to 255 (for MNIST, its raw pixels back)."""
+    low, high = x.min(), x.max()
+    return ((x[:, 0] - low) / (high - low) * 255).round().to(torch.uint8)
 
 
 def openlth_epoch(model: nn.Module, mask: dict, data: Data, batch: int, device) -> float:
