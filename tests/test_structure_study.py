@@ -93,6 +93,10 @@ COLUMNS = {
     "convergence": {"model", "arm", "level", "test_acc_gain", "test_acc_gain_lo",
                     "test_acc_gain_hi", "test_acc_gain_max", "train_loss_gain"},
     "key_table": {"layer", "level", "arm", "unit", "index [95% CI]", "p", "lift [95% CI]"},
+    "dead_sources": {"model", "layer", "arm", "level", "ratio", "ratio_lo", "ratio_hi",
+                     "ratio_seeds", "dead_sources", "p_fisher"},
+    "dead_sources_seeds": {"layer", "source", "seed", "dead_sources", "alive_dead_source",
+                           "alive_live_source", "ratio", "p_value", "picks"},
 }  # fmt: skip
 
 

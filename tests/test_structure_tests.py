@@ -7,6 +7,7 @@ import torch
 from scipy import stats
 
 from maskstudy.analysis.structure_tests import (
+    dead_source_test,
     dead_unit_test,
     kernel_count_test,
     structured_resemblance,
@@ -102,3 +103,45 @@ def test_resemblance_with_a_real_ln_structured_mask():
         dead_unit_test(np.ones((4, 4), dtype=bool), "kernel")
     with pytest.raises(ConfigError, match="permutations = 0"):
         dead_unit_test(magnitude, "filter", permutations=0)
+
+
+def test_dead_source_channels_by_hand():
+    previous = np.ones((3, 1, 1, 1), bool)
+    previous[0] = False  # filter 0 of the first layer is dead
+    mask = np.array([[0, 1, 1], [0, 1, 0]], bool).reshape(2, 3, 1, 1)  # alive per channel: 0, 2, 1
+    got = dead_source_test(previous, mask)
+    assert (got["dead_sources"], got["channels"], got["picks"]) == (1, 3, 3)
+    assert (got["alive_dead_source"], got["alive_live_source"], got["ratio"]) == (0.0, 1.5, 0.0)
+    assert got["p_value"] == pytest.approx(1 / 3)  # channel 0 is the thinnest of 3 equal picks
+
+
+def test_dead_source_p_value_is_scipys_exact_permutation_test():
+    rng = np.random.default_rng(3)
+    previous = rng.random((8, 4, 3, 3)) < 0.5
+    previous[[1, 4, 6]] = False
+    mask = rng.random((5, 8, 3, 3)) < 0.4
+    mask[:, [1, 4]] &= rng.random((5, 2, 3, 3)) < 0.3  # thinner behind two dead filters
+    got = dead_source_test(previous, mask)
+    alive = mask.sum(axis=(0, 2, 3))
+    dead = np.zeros(8, bool)
+    dead[[1, 4, 6]] = True
+    reference = stats.permutation_test(
+        (alive[dead], alive[~dead]),
+        lambda a, b: np.mean(a),
+        permutation_type="independent",
+        alternative="less",
+        n_resamples=np.inf,
+    )
+    assert got["picks"] == 56  # C(8, 3), all enumerated
+    assert got["p_value"] == pytest.approx(reference.pvalue, abs=1e-12)
+    assert got["ratio"] == pytest.approx(alive[dead].mean() / alive[~dead].mean())
+    sampled = dead_source_test(previous, mask, permutations=40, seed=1)  # fewer than C(8, 3)
+    assert sampled["picks"] == 40 and abs(sampled["p_value"] - got["p_value"]) < 0.2
+
+
+def test_dead_source_needs_chained_conv_layers_and_a_dead_filter():
+    with pytest.raises(ConfigError, match="not consecutive conv layers"):
+        dead_source_test(np.ones((4, 1, 3, 3), bool), np.ones((2, 3, 3, 3), bool))
+    none_dead = dead_source_test(np.ones((3, 1, 3, 3), bool), np.ones((2, 3, 3, 3), bool))
+    assert none_dead["dead_sources"] == 0 and np.isnan(none_dead["ratio"])
+    assert np.isnan(none_dead["p_value"])

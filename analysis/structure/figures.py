@@ -40,6 +40,8 @@ from maskstudy.analysis.structure_study import (
     KEYS,
     conv_masks,
     convergence_summary,
+    dead_source_seeds,
+    dead_source_summary,
     dead_unit_seeds,
     kernel_count_seeds,
     kernel_count_summary,
@@ -864,6 +866,10 @@ def structure_tables(
         "kernel_counts_seeds": kernels,
         "kernel_counts": study.arrange(kernel_count_summary(kernels)),
     }  # fmt: skip
+    sources = dead_source_seeds(masks, permutations)
+    if not sources.empty:
+        tables["dead_sources_seeds"] = study.arrange(sources)
+        tables["dead_sources"] = study.arrange(dead_source_summary(sources))
     resemblance = resemblance_seeds(masks, [a.name for a in study.references])
     if resemblance.empty:
         notes.append(
@@ -940,6 +946,32 @@ def print_key(key: pd.DataFrame) -> None:
         )
 
 
+def print_dead_sources(sources: pd.DataFrame) -> None:
+    """Print, at each model's sparsest levels, how thin the channels behind dead filters are."""
+    rows = sparsest(sources).assign(
+        ratio=lambda t: [interval(*v) for v in t[["ratio", "ratio_lo", "ratio_hi"]].to_numpy()],
+        p=lambda t: t["p_fisher"].map(lambda p: f"{p:.2g}"),
+    )
+    columns = [
+        "model",
+        "layer",
+        "level",
+        "arm",
+        "seeds",
+        "ratio_seeds",
+        "dead_sources",
+        "ratio",
+        "p",
+    ]
+    with pd.option_context("display.width", 250, "display.max_rows", 500):
+        print(
+            "\nchannels behind dead filters of the layer before: alive weights per such channel ÷ "
+            "per other channel (1 = no coupling) [95 % interval over the seeds that have dead "
+            f"sources], p = exact permutation tests combined (Fisher)\n"
+            f"{rows[columns].round({'dead_sources': 2}).to_string(index=False)}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> FigureReport:
     """Read the sweeps, write every table as out/<name>.csv and every figure the runs support,
     print what is missing, the key table and what was drawn or skipped, and why."""
@@ -961,6 +993,8 @@ def main(argv: Sequence[str] | None = None) -> FigureReport:
         table.to_csv(out / f"{name}.csv", index=False)
     if "key_table" in tables:
         print_key(tables["key_table"])
+    if "dead_sources" in tables:
+        print_dead_sources(tables["dead_sources"])
     figures = {
         "structure_index": lambda: index_figure(*needs(tables, "structure_index"), study),
         "dead_units": lambda: dead_units_figure(*needs(tables, "structure_index"), study),

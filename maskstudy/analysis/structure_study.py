@@ -19,6 +19,7 @@ from scipy.stats import combine_pvalues
 from maskstudy.analysis.stats import summarize
 from maskstudy.analysis.structure import kernel_histogram
 from maskstudy.analysis.structure_tests import (
+    dead_source_test,
     dead_unit_test,
     kernel_count_test,
     structured_resemblance,
@@ -29,6 +30,8 @@ from maskstudy.runs.store import Run
 __all__ = [
     "conv_masks",
     "convergence_summary",
+    "dead_source_seeds",
+    "dead_source_summary",
     "dead_unit_seeds",
     "fisher_p",
     "index_note",
@@ -113,10 +116,25 @@ def resemblance_seeds(masks: pd.DataFrame, references: Sequence[str]) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def dead_source_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
+    """dead_source_test of each run's and level's consecutive pruned conv layers (in the masks'
+    order) whose shapes chain, the first's filters being the second's input channels: do the
+    channels that read a dead filter keep fewer weights? (Plain conv stacks, as in the study.)"""
+    rows = []
+    for _, group in masks.groupby(["model", "arm", "seed", "level"], sort=False):
+        for before, after in itertools.pairwise(group.itertuples()):
+            if before.mask.shape[0] == after.mask.shape[1]:
+                test = dead_source_test(before.mask, after.mask, permutations, seed=after.seed)
+                rows.append({**_seed_ids(after), "source": before.layer, **test})
+    return pd.DataFrame(rows)
+
+
 # --- over seeds ---------------------------------------------------------------------------------
 def fisher_p(p_values: Sequence[float] | pd.Series) -> float:
-    """Fisher's combination of independent p-values (one per seed): one p for all seeds."""
-    return float(combine_pvalues(p_values, method="fisher").pvalue)
+    """Fisher's combination of independent p-values (one per seed): one p for all seeds; the
+    seeds without a p (nan) left out, nan when none has one."""
+    values = [p for p in p_values if p == p]
+    return float(combine_pvalues(values, method="fisher").pvalue) if values else float("nan")
 
 
 def over_seeds(seeds: pd.DataFrame, value: str, keys: Sequence[str], **extra: Any) -> pd.DataFrame:
@@ -175,6 +193,16 @@ def resemblance_summary(seeds: pd.DataFrame) -> pd.DataFrame:
         seeds, "lift", [*KEYS, "reference"], lift_seeds=("lift", "count"),
         dead=("dead", "mean"), removed=("removed", "mean"), overlap=("overlap", "mean"),
         p_fisher=("p_value", fisher_p),
+    )  # fmt: skip
+
+
+def dead_source_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per model, layer, arm and level, from :func:`dead_source_seeds`: the ratio of alive
+    weights per dead-source channel to the others' (mean over the seeds with dead sources
+    [interval]), those seeds, the mean count of dead sources and the Fisher-combined p."""
+    return over_seeds(
+        seeds, "ratio", KEYS, ratio_seeds=("ratio", "count"),
+        dead_sources=("dead_sources", "mean"), p_fisher=("p_value", fisher_p),
     )  # fmt: skip
 
 

@@ -13,10 +13,16 @@ uniformly at random. Against it:
 - ``structured_resemblance``: of the filters (or channels) the mask left dead, how many did a
   structured method (``ln_structured``) remove from the same layer? Overlap, Jaccard, lift over
   the |A|·|B|/G that independent choices give, and the hypergeometric tail P(X ≥ overlap).
+- ``dead_source_test``: across two consecutive conv layers, do the input channels of the second
+  that read a dead filter of the first keep fewer weights than its other channels? Their mean
+  alive count against the others' (ratio), with an exact permutation test over which channels
+  are called dead-source (all subsets of that size, or ``permutations`` random ones).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +32,7 @@ from maskstudy.analysis.chance import alive_count_pmf, prob_all_pruned
 from maskstudy.analysis.structure import _bool_array, unit_axes
 from maskstudy.errors import ConfigError
 
-__all__ = ["dead_unit_test", "kernel_count_test", "structured_resemblance"]
+__all__ = ["dead_source_test", "dead_unit_test", "kernel_count_test", "structured_resemblance"]
 
 MIN_EXPECTED = 5.0  # χ² bins are pooled until each expects at least this many kernels
 
@@ -172,4 +178,49 @@ def structured_resemblance(mask: Any, structured: Any, unit: str = "filter") -> 
         "expected": expected,
         "lift": overlap / expected if expected > 0 else np.nan,
         "p_value": float(stats.hypergeom.sf(overlap - 1, groups, n_b, n_a)),
+    }
+
+
+def dead_source_test(
+    previous: Any, mask: Any, permutations: int = 9999, seed: int = 0
+) -> dict[str, Any]:
+    """Input channels of ``mask`` (a conv mask (out, in, *kernel)) fed by dead filters of
+    ``previous`` (the conv mask before it, whose filters are its input channels) against the
+    other input channels: dead_sources (k), alive_dead_source and alive_live_source (mean alive
+    weights per channel), ratio (their quotient; 1 = no coupling, nan when k is 0 or all) and
+    p_value, one-sided: the share of the C(C_in, k) ways to pick k channels whose mean alive
+    count is at most the dead-source channels' (all of them when there are at most
+    ``permutations``, else ``permutations`` random picks, p = (1 + hits) / (1 + picks))."""
+    prev, m = _bool_array(previous, "previous mask"), _bool_array(mask)
+    _check_permutations(permutations)
+    if prev.ndim < 3 or m.ndim < 3 or prev.shape[0] != m.shape[1]:
+        raise ConfigError(
+            f"masks of shapes {prev.shape} and {m.shape} are not consecutive conv layers: the "
+            "first's filters must be the second's input channels (out, in, *kernel)"
+        )
+    dead = ~prev.any(axis=tuple(range(1, prev.ndim)))
+    alive = m.sum(axis=(0, *range(2, m.ndim))).astype(np.int64)  # per input channel
+    k, channels = int(dead.sum()), len(alive)
+    row = {"dead_sources": k, "channels": channels}
+    if k in (0, channels):
+        nan = float("nan")
+        return {**row, "alive_dead_source": nan, "alive_live_source": nan, "ratio": nan,
+                "p_value": nan, "picks": 0}  # fmt: skip
+    observed = int(alive[dead].sum())
+    if math.comb(channels, k) <= permutations:
+        sums = np.array([alive[list(c)].sum() for c in itertools.combinations(range(channels), k)])
+        p_value, picks = float((sums <= observed).mean()), len(sums)
+    else:
+        rng = np.random.default_rng(seed)
+        sums = np.array([alive[rng.choice(channels, k, replace=False)].sum()
+                         for _ in range(permutations)])  # fmt: skip
+        p_value, picks = (1 + int((sums <= observed).sum())) / (1 + permutations), permutations
+    dead_mean, live_mean = observed / k, int(alive[~dead].sum()) / (channels - k)
+    return {
+        **row,
+        "alive_dead_source": dead_mean,
+        "alive_live_source": live_mean,
+        "ratio": dead_mean / live_mean if live_mean > 0 else float("nan"),
+        "p_value": p_value,
+        "picks": picks,
     }
