@@ -69,11 +69,19 @@ def hold_out(train: Split, val_size: int, seed: int = 0) -> tuple[Split, Split]:
     return train.subset(order[val_size:]), train.subset(order[:val_size])
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to a GPU from pinned memory without blocking, so the host does
+    not wait for the device's queued work (a pageable copy would)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Pad-and-random-crop plus random horizontal flip of a batch (B, C, H, W), in one batched op."""
     b, _, h, w = x.shape
-    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
-    flips = torch.rand(b, generator=generator).to(x.device) < 0.5
+    shifts = to_device(torch.randint(0, 2 * pad + 1, (2, b), generator=generator), x.device)
+    flips = to_device(torch.rand(b, generator=generator), x.device) < 0.5
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = shifts[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = shifts[1][:, None] + torch.arange(w, device=x.device)  # (B, W)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from maskstudy.data.base import Data, Split, random_crop_flip
+from maskstudy.data.base import Data, Split, random_crop_flip, to_device
 from maskstudy.errors import ConfigError, DataError, MaskstudyError
 from maskstudy.masks import Mask
 from maskstudy.seeds import generator
@@ -96,7 +96,7 @@ def batch_indices(
     for step in range(start, stop):
         e, j = divmod(step, per_epoch)
         if e != epoch:
-            order, epoch = epoch_order(n, seed, e).to(device), e
+            order, epoch = to_device(epoch_order(n, seed, e), device), e
         yield step, order[j * batch_size : (j + 1) * batch_size]
 
 
