@@ -10,6 +10,7 @@ from maskstudy.analysis.structure_tests import (
     dead_source_test,
     dead_unit_test,
     kernel_count_test,
+    removed_filter_test,
     structured_resemblance,
 )
 from maskstudy.errors import ConfigError
@@ -145,3 +146,30 @@ def test_dead_source_needs_chained_conv_layers_and_a_dead_filter():
     none_dead = dead_source_test(np.ones((3, 1, 3, 3), bool), np.ones((2, 3, 3, 3), bool))
     assert none_dead["dead_sources"] == 0 and np.isnan(none_dead["ratio"])
     assert np.isnan(none_dead["p_value"])
+
+
+def test_removed_filters_are_thinner_where_magnitude_resembles_ln_structured():
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(12, 6, 3, 3, generator=g)
+    w[:3] *= 0.3  # three filters of smallish weights: thinned by magnitude, not killed
+    magnitude = prune({"w": w}, None, "magnitude", 0.5)["w"].numpy()
+    structured = prune({"w": w}, None, "ln_structured", 0.25, n=1, dim=0)["w"].numpy()
+    assert magnitude.any(axis=(1, 2, 3)).all()  # no dead filter: the lift is undefined here
+    got = removed_filter_test(magnitude, structured)
+    alive = magnitude.sum(axis=(1, 2, 3))
+    removed = ~structured.any(axis=(1, 2, 3))
+    assert (got["removed"], got["filters"], got["picks"]) == (3, 12, 220)  # C(12, 3)
+    assert got["ratio"] == pytest.approx(alive[removed].mean() / alive[~removed].mean())
+    assert got["ratio"] < 0.5
+    reference = stats.permutation_test(
+        (alive[removed], alive[~removed]),
+        lambda a, b: np.mean(a),
+        permutation_type="independent",
+        alternative="less",
+        n_resamples=np.inf,
+    )
+    assert got["p_value"] == pytest.approx(reference.pvalue, abs=1e-12) and got["p_value"] < 0.01
+    unrelated = removed_filter_test(random_mask(w.shape, 0.5, 1), structured)
+    assert unrelated["p_value"] > 0.05
+    with pytest.raises(ConfigError, match="one conv layer's two masks"):
+        removed_filter_test(magnitude, structured[:6])

@@ -86,6 +86,7 @@ STABILITY_SHOWN = ("s1", "pearson", "sign_agreement")  # persistence is 1 for ne
 LMC_FILES = "lmc_level??_seeds1-2.csv"  # lmc.py's curves (from the level's own start)
 KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
 ONE_INPUT = "one input channel: a filter is a kernel"  # the key table's note
+DENSITY = "L1-removed filter density [95% CI]"  # their alive weights ÷ the other filters'
 MIN_EXPECTED = 0.05  # an index is drawn only where chance expects at least this many dead units
 LOG_RANGE = 30.0  # a panel whose positive values span more than this ratio gets a log y-axis
 LEGEND_COLUMNS = 3  # arm names are long
@@ -364,23 +365,46 @@ def index_cell(row: Any) -> str:
     return f"{interval(row.dead, row.dead_lo, row.dead_hi)} dead (chance {row.expected:.1g})"
 
 
+def lift_cells(resemblance: pd.DataFrame) -> pd.DataFrame:
+    """Per model, layer, arm and level (unit filter): the dead-filter lift cell(s)."""
+    lifts = resemblance.dropna(subset=["lift"])
+    lifts = lifts.assign(cell=[lift_cell(r) for r in lifts.itertuples()])
+    cells = lifts.groupby(KEYS)["cell"].agg("; ".join).reset_index().assign(unit="filter")
+    return cells.rename(columns={"cell": "lift [95% CI]"})
+
+
+def density_cells(resemblance: pd.DataFrame) -> pd.DataFrame:
+    """Per model, layer, arm and level (unit filter): the removed filters' density ratio
+    [interval] p=… cell(s)."""
+    rows = resemblance.dropna(subset=["density_ratio"])
+    cell = [
+        f"{interval(r.density_ratio, r.density_ratio_lo, r.density_ratio_hi)} "
+        f"p={r.density_p_fisher:.2g}"
+        for r in rows.itertuples()
+    ]
+    cells = rows.assign(cell=cell).groupby(KEYS)["cell"].agg("; ".join).reset_index()
+    return cells.assign(unit="filter").rename(columns={"cell": DENSITY})
+
+
 def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
     """Per model, layer, level, arm and unit: index [interval] (dead count where chance expects
     almost none), Fisher p and, for filters, the lift over chance of the dead-filter overlap
-    with the reference arm [interval]."""
+    with the reference arm [interval] and the alive weights of the filters it removed ÷ of
+    the others (DENSITY)."""
     table = index.assign(
         left=index["percent_remaining"].round(1),
         cell=[index_cell(r) for r in index.itertuples()],
         p=index["p_fisher"].map(lambda p: f"{p:.2g}"),
     )
-    lift = "lift [95% CI]"
+    lift, density = "lift [95% CI]", DENSITY
     if resemblance.empty:
-        table[lift] = ""
+        table[lift], table[density] = "", ""
     else:
-        lifts = resemblance.dropna(subset=["lift"])
-        lifts = lifts.assign(**{lift: [lift_cell(r) for r in lifts.itertuples()]})
-        cells = lifts.groupby(KEYS)[lift].agg("; ".join).reset_index().assign(unit="filter")
-        table = table.merge(cells, on=[*KEYS, "unit"], how="left").fillna({lift: ""})
+        for column, cells in (
+            (lift, lift_cells(resemblance)),
+            (density, density_cells(resemblance)),
+        ):
+            table = table.merge(cells, on=[*KEYS, "unit"], how="left").fillna({column: ""})
     single = pd.MultiIndex.from_frame(
         index.loc[(index["unit"] == "channel") & (index["groups"] == 1), ["model", "layer"]]
     )
@@ -390,7 +414,7 @@ def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
     table["note"] = table["note"].where(~one_input, ONE_INPUT)
     table = table.rename(columns={"left": "% of layer left", "cell": "index [95% CI]"})
     columns = ["model", "layer", "level", "% of layer left", "arm", "unit", "seeds"]
-    return table[[*columns, "index [95% CI]", "p", lift, "note"]]
+    return table[[*columns, "index [95% CI]", "p", lift, density, "note"]]
 
 
 def key_wide(key: pd.DataFrame) -> pd.DataFrame:
@@ -405,7 +429,10 @@ def key_wide(key: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reindex(pd.MultiIndex.from_frame(cells[rows].drop_duplicates()))
     filters = cells[cells["unit"] == "filter"].set_index(rows)["lift [95% CI]"]
     wide["filter lift"] = filters.reindex(wide.index).fillna("")
-    return wide[[u for u in CONV_UNITS if u in wide] + ["filter lift"]].reset_index()
+    densities = cells[cells["unit"] == "filter"].set_index(rows)[DENSITY]
+    wide["L1-removed density"] = densities.reindex(wide.index).fillna("")
+    units = [u for u in CONV_UNITS if u in wide]
+    return wide[[*units, "filter lift", "L1-removed density"]].reset_index()
 
 
 def sparsest(table: pd.DataFrame, levels: int = KEY_LEVELS) -> pd.DataFrame:
@@ -870,7 +897,7 @@ def structure_tables(
     if not sources.empty:
         tables["dead_sources_seeds"] = study.arrange(sources)
         tables["dead_sources"] = study.arrange(dead_source_summary(sources))
-    resemblance = resemblance_seeds(masks, [a.name for a in study.references])
+    resemblance = resemblance_seeds(masks, [a.name for a in study.references], permutations)
     if resemblance.empty:
         notes.append(
             f"resemblance: skipped, no pruned level of an {REFERENCE} run shared with another arm"
@@ -941,7 +968,8 @@ def print_key(key: pd.DataFrame) -> None:
             f"\nstructure at each model's {KEY_LEVELS} sparsest levels: index = mean dead / chance "
             "[95 % bootstrap interval over seeds], p = permutation tests against random masks "
             "combined over seeds (Fisher), '–' = no unit can die by chance; filter lift = dead "
-            f"filters shared with {REFERENCE} over chance\n"
+            f"filters shared with {REFERENCE} over chance; L1-removed density = alive weights of the "
+            f"filters {REFERENCE} removed ÷ of the others (1 = no resemblance), p exact\n"
             f"{key_wide(sparsest(key)).to_string(index=False)}"
         )
 

@@ -22,6 +22,7 @@ from maskstudy.analysis.structure_tests import (
     dead_source_test,
     dead_unit_test,
     kernel_count_test,
+    removed_filter_test,
     structured_resemblance,
 )
 from maskstudy.runs.runlike import RunLike
@@ -97,9 +98,13 @@ def kernel_count_seeds(masks: pd.DataFrame, permutations: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resemblance_seeds(masks: pd.DataFrame, references: Sequence[str]) -> pd.DataFrame:
-    """structured_resemblance (dead filters) of every other arm's mask against each reference
-    arm's mask of the same model, seed, level and layer: does pruning pick structured's filters?"""
+def resemblance_seeds(
+    masks: pd.DataFrame, references: Sequence[str], permutations: int = 9999
+) -> pd.DataFrame:
+    """Each other arm's mask against each reference arm's mask of the same model, seed, level
+    and layer: does pruning pick structured's filters? structured_resemblance (dead filters:
+    overlap, lift, p_value) and removed_filter_test (the removed filters' alive weights ÷ the
+    kept ones': density_ratio, density_p), defined even where no filter is dead."""
     structured = {
         (r.arm, r.model, r.seed, r.level, r.layer): r.mask
         for r in masks.itertuples()
@@ -109,9 +114,11 @@ def resemblance_seeds(masks: pd.DataFrame, references: Sequence[str]) -> pd.Data
     for r, ref in itertools.product(masks[~masks["arm"].isin(references)].itertuples(), references):
         other = structured.get((ref, r.model, r.seed, r.level, r.layer))
         if other is not None:
+            density = removed_filter_test(r.mask, other, permutations, seed=r.seed)
             rows.append({
                 **_seed_ids(r), "reference": ref,
                 **structured_resemblance(r.mask, other, unit="filter"),
+                "density_ratio": density["ratio"], "density_p": density["p_value"],
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -187,13 +194,17 @@ def kernel_count_summary(seeds: pd.DataFrame) -> pd.DataFrame:
 
 
 def resemblance_summary(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Lift of the dead-filter overlap with each reference arm from :func:`resemblance_seeds`:
-    mean over the seeds where it is defined (filters dead in both) [interval], Fisher p."""
-    return over_seeds(
-        seeds, "lift", [*KEYS, "reference"], lift_seeds=("lift", "count"),
+    """Per arm, reference, layer and level from :func:`resemblance_seeds`: the dead-filter lift
+    (mean over the seeds where it is defined [interval], Fisher p) and the removed filters'
+    density ratio (mean [interval], its Fisher p as ``density_p_fisher``)."""
+    keys = [*KEYS, "reference"]
+    lift = over_seeds(
+        seeds, "lift", keys, lift_seeds=("lift", "count"),
         dead=("dead", "mean"), removed=("removed", "mean"), overlap=("overlap", "mean"),
         p_fisher=("p_value", fisher_p),
     )  # fmt: skip
+    density = over_seeds(seeds, "density_ratio", keys, density_p_fisher=("density_p", fisher_p))
+    return lift.merge(density.drop(columns=["seeds", "percent_remaining"]), on=keys)
 
 
 def dead_source_summary(seeds: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,9 @@ uniformly at random. Against it:
   that read a dead filter of the first keep fewer weights than its other channels? Their mean
   alive count against the others' (ratio), with an exact permutation test over which channels
   are called dead-source (all subsets of that size, or ``permutations`` random ones).
+- ``removed_filter_test``: the same comparison for the filters a structured mask of the same
+  layer removed: are they thinner in the unstructured mask? A resemblance to structured pruning
+  that is defined even when the unstructured mask leaves no filter entirely dead.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from maskstudy.analysis.chance import alive_count_pmf, prob_all_pruned
 from maskstudy.analysis.structure import _bool_array, unit_axes
 from maskstudy.errors import ConfigError
 
-__all__ = ["dead_source_test", "dead_unit_test", "kernel_count_test", "structured_resemblance"]
+__all__ = [
+    "dead_source_test",
+    "dead_unit_test",
+    "kernel_count_test",
+    "removed_filter_test",
+    "structured_resemblance",
+    "thinner_subset_test",
+]
 
 MIN_EXPECTED = 5.0  # χ² bins are pooled until each expects at least this many kernels
 
@@ -181,46 +191,80 @@ def structured_resemblance(mask: Any, structured: Any, unit: str = "filter") -> 
     }
 
 
+def thinner_subset_test(
+    alive: np.ndarray, chosen: np.ndarray, permutations: int = 9999, seed: int = 0
+) -> dict[str, Any]:
+    """Do the ``chosen`` groups (a bool vector over groups: channels, filters) hold fewer alive
+    weights than the others? ``alive`` holds each group's count. Returns chosen (k), groups,
+    alive_chosen and alive_others (mean per group), ratio (their quotient; 1 = no difference,
+    nan when k is 0 or all) and p_value, one-sided: the share of the C(groups, k) ways to pick k
+    groups whose mean is at most the chosen ones' (all enumerated when there are at most
+    ``permutations``, else ``permutations`` random picks, p = (1 + hits) / (1 + picks)). It
+    conditions on the counts themselves, so it needs no chance model for them."""
+    _check_permutations(permutations)
+    alive, chosen = np.asarray(alive, np.int64), np.asarray(chosen, bool)
+    k, groups = int(chosen.sum()), len(alive)
+    row = {"chosen": k, "groups": groups}
+    if k in (0, groups):
+        nan = float("nan")
+        return {**row, "alive_chosen": nan, "alive_others": nan, "ratio": nan, "p_value": nan,
+                "picks": 0}  # fmt: skip
+    observed = int(alive[chosen].sum())
+    if math.comb(groups, k) <= permutations:
+        sums = np.array([alive[list(c)].sum() for c in itertools.combinations(range(groups), k)])
+        p_value, picks = float((sums <= observed).mean()), len(sums)
+    else:
+        rng = np.random.default_rng(seed)
+        sums = np.array([alive[rng.choice(groups, k, replace=False)].sum()
+                         for _ in range(permutations)])  # fmt: skip
+        p_value, picks = (1 + int((sums <= observed).sum())) / (1 + permutations), permutations
+    chosen_mean, others_mean = observed / k, int(alive[~chosen].sum()) / (groups - k)
+    return {
+        **row,
+        "alive_chosen": chosen_mean,
+        "alive_others": others_mean,
+        "ratio": chosen_mean / others_mean if others_mean > 0 else float("nan"),
+        "p_value": p_value,
+        "picks": picks,
+    }
+
+
 def dead_source_test(
     previous: Any, mask: Any, permutations: int = 9999, seed: int = 0
 ) -> dict[str, Any]:
     """Input channels of ``mask`` (a conv mask (out, in, *kernel)) fed by dead filters of
     ``previous`` (the conv mask before it, whose filters are its input channels) against the
-    other input channels: dead_sources (k), alive_dead_source and alive_live_source (mean alive
-    weights per channel), ratio (their quotient; 1 = no coupling, nan when k is 0 or all) and
-    p_value, one-sided: the share of the C(C_in, k) ways to pick k channels whose mean alive
-    count is at most the dead-source channels' (all of them when there are at most
-    ``permutations``, else ``permutations`` random picks, p = (1 + hits) / (1 + picks))."""
+    other input channels (:func:`thinner_subset_test` on the alive weights per channel):
+    dead_sources, channels, alive_dead_source, alive_live_source, ratio, p_value, picks."""
     prev, m = _bool_array(previous, "previous mask"), _bool_array(mask)
-    _check_permutations(permutations)
     if prev.ndim < 3 or m.ndim < 3 or prev.shape[0] != m.shape[1]:
         raise ConfigError(
             f"masks of shapes {prev.shape} and {m.shape} are not consecutive conv layers: the "
             "first's filters must be the second's input channels (out, in, *kernel)"
         )
     dead = ~prev.any(axis=tuple(range(1, prev.ndim)))
-    alive = m.sum(axis=(0, *range(2, m.ndim))).astype(np.int64)  # per input channel
-    k, channels = int(dead.sum()), len(alive)
-    row = {"dead_sources": k, "channels": channels}
-    if k in (0, channels):
-        nan = float("nan")
-        return {**row, "alive_dead_source": nan, "alive_live_source": nan, "ratio": nan,
-                "p_value": nan, "picks": 0}  # fmt: skip
-    observed = int(alive[dead].sum())
-    if math.comb(channels, k) <= permutations:
-        sums = np.array([alive[list(c)].sum() for c in itertools.combinations(range(channels), k)])
-        p_value, picks = float((sums <= observed).mean()), len(sums)
-    else:
-        rng = np.random.default_rng(seed)
-        sums = np.array([alive[rng.choice(channels, k, replace=False)].sum()
-                         for _ in range(permutations)])  # fmt: skip
-        p_value, picks = (1 + int((sums <= observed).sum())) / (1 + permutations), permutations
-    dead_mean, live_mean = observed / k, int(alive[~dead].sum()) / (channels - k)
-    return {
-        **row,
-        "alive_dead_source": dead_mean,
-        "alive_live_source": live_mean,
-        "ratio": dead_mean / live_mean if live_mean > 0 else float("nan"),
-        "p_value": p_value,
-        "picks": picks,
-    }
+    alive = m.sum(axis=(0, *range(2, m.ndim)))  # per input channel
+    test = thinner_subset_test(alive, dead, permutations, seed)
+    names = {"chosen": "dead_sources", "groups": "channels", "alive_chosen": "alive_dead_source",
+             "alive_others": "alive_live_source"}  # fmt: skip
+    return {names.get(k, k): v for k, v in test.items()}
+
+
+def removed_filter_test(
+    mask: Any, structured: Any, permutations: int = 9999, seed: int = 0
+) -> dict[str, Any]:
+    """Resemblance to structured pruning by density: do the filters the ``structured`` mask of
+    the same layer removed hold fewer alive weights in ``mask`` than its other filters?
+    (:func:`thinner_subset_test` on alive weights per filter: removed, filters,
+    alive_removed, alive_kept, ratio, p_value, picks.) Defined where no filter of ``mask`` is
+    dead, unlike :func:`structured_resemblance`."""
+    a, b = _bool_array(mask), _bool_array(structured, "structured mask")
+    if a.shape != b.shape or a.ndim < 3:
+        raise ConfigError(
+            f"masks of shapes {a.shape} and {b.shape}: give one conv layer's two masks"
+        )
+    axes = tuple(range(1, a.ndim))
+    test = thinner_subset_test(a.sum(axis=axes), ~b.any(axis=axes), permutations, seed)
+    names = {"chosen": "removed", "groups": "filters", "alive_chosen": "alive_removed",
+             "alive_others": "alive_kept"}  # fmt: skip
+    return {names.get(k, k): v for k, v in test.items()}
