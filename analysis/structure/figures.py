@@ -87,7 +87,7 @@ LMC_FILES = "lmc_level??_seeds1-2.csv"  # lmc.py's curves (from the level's own 
 KEY_LEVELS = 3  # the sparsest levels of each model in the printed key table
 ONE_INPUT = "one input channel: a filter is a kernel"  # the key table's note
 DENSITY = "L1-removed filter density [95% CI]"  # their alive weights ÷ the other filters'
-MIN_EXPECTED = 0.05  # an index is drawn only where chance expects at least this many dead units
+MIN_EXPECTED = 0.5  # an index is drawn only where chance expects at least this many dead units
 LOG_RANGE = 30.0  # a panel whose positive values span more than this ratio gets a log y-axis
 LEGEND_COLUMNS = 3  # arm names are long
 MASK_PANEL = 2.0  # inches per mask image
@@ -539,8 +539,8 @@ def single_input(index: pd.DataFrame, model: str, layer: str) -> bool:
 
 
 SINGLE_INPUT_NOTES = {
-    "filter": "one input channel:\na filter is a kernel (row above)",
-    "channel": "one input channel:\nit dies only with the whole layer",
+    "filter": "1 input channel:\nfilter = kernel",
+    "channel": "1 input channel:\ndead only with\nthe whole layer",
 }
 
 
@@ -551,8 +551,7 @@ def index_panel(ax: Axes, data: pd.DataFrame, arms: Sequence[Arm]) -> set[str]:
     bottom edge, ∞ ▲ on the top one. Returns the marks it used."""
     data = data[data["expected"] >= MIN_EXPECTED]
     if data.empty:
-        panel_note(ax, f"chance expects < {MIN_EXPECTED:g} dead units\nat every level "
-                   "(counts: dead_units)")  # fmt: skip
+        panel_note(ax, f"chance expects\n< {MIN_EXPECTED:g} dead at\nevery level:\nsee dead_units")
         return set()
     log, bottom, top = index_limits(data)
     marks = set()
