@@ -160,11 +160,14 @@ def test_every_arm_has_its_own_colour(figures):
 def test_key_cells_count_dead_units_where_chance_expects_almost_none(figures):
     row = pd.Series({"index": 3e4, "index_lo": 0.0, "index_hi": 7e4, "dead": 0.6,
                      "dead_lo": 0.0, "dead_hi": 1.4, "expected": 2e-5})  # fmt: skip
-    cell = figures.index_cell(next(pd.DataFrame([row]).itertuples()))
+    cell = sys.modules["structure_arms"].index_cell(next(pd.DataFrame([row]).itertuples()))
     assert cell == "0.6 [0, 1.4] dead (chance 2e-05)"
     common = row.copy()
     common[["index", "index_lo", "index_hi", "expected"]] = [1.2, 1.1, 1.3, 0.5]
-    assert figures.index_cell(next(pd.DataFrame([common]).itertuples())) == "1.2 [1.1, 1.3]"
+    assert (
+        sys.modules["structure_arms"].index_cell(next(pd.DataFrame([common]).itertuples()))
+        == "1.2 [1.1, 1.3]"
+    )
 
 
 def test_a_filter_of_a_one_input_layer_is_noted_as_a_kernel(study):

@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the figure script's study reader
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's runs and tables
 
-from figures import FINETUNE, REINIT, TICKET, read_study  # noqa: E402
+from structure_arms import FINETUNE, REINIT, TICKET, read_study  # noqa: E402
 
 from maskstudy.analysis.lmc import lmc_csv_name, lmc_probe  # noqa: E402
 
