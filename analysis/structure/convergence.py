@@ -23,7 +23,7 @@ import pandas as pd
 
 import maskstudy
 from maskstudy.analysis.stats import permutation_test, summarize
-from maskstudy.analysis.structure_tests import dead_unit_test
+from maskstudy.analysis.structure import conv_structure
 from maskstudy.runs.store import Run
 from maskstudy.runs.table import flatten
 
@@ -45,8 +45,8 @@ def paired_runs(study: Path, long: Path) -> list[tuple[Run, Run]]:
 
 def kernel_index(mask: Any) -> float:
     """Dead kernels ÷ their chance expectation under a random mask of the same density."""
-    test = dead_unit_test(mask.numpy(), "kernel", permutations=1)
-    return test["index"]
+    table = conv_structure(mask)
+    return float(table.loc[table["unit"] == "kernel", "structure_index"].iloc[0])
 
 
 def level_rows(short: Run, long: Run) -> list[dict[str, Any]]:
