@@ -246,6 +246,30 @@ def conv_expected(mask: np.ndarray) -> float:
     return kernels * stats.hypergeom(mask.size, int(mask.sum()), size).pmf(0)
 
 
+def test_run_all_resumes_the_sweeps_then_probes_and_draws_everything(sweep, tmp_path):
+    spec = importlib.util.spec_from_file_location("structure_all", SCRIPT.with_name("run_all.py"))
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    shutil.copytree(sweep, tmp_path / "sweeps" / "tiny")
+    (tmp_path / "tiny.toml").write_text(TINY_STRUCTURE_SWEEP)
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweeps").glob("*/*/levels/*/DONE")}
+    argv = ["--root", str(tmp_path / "sweeps"), "--out", str(tmp_path / "out")]
+    argv += ["--permutations", "9", "--lmc-levels", "1", "--jobs", "1"]
+    assert run_all.main(argv, study={str(tmp_path / "tiny.toml"): "tiny"}) == 0
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # every run read back, none retrained
+    times = pd.read_csv(tmp_path / "out" / "wall_times.csv")
+    assert list(times["step"]) == ["sweep tiny.toml", "lmc probes", "figures"]
+    assert (times["exit_codes"].astype(str) == "0").all() and (times["seconds"] > 0).all()
+    curves = sorted((tmp_path / "sweeps").glob("*/*/analysis/lmc_level01_seeds1-2.csv"))
+    probed = [maskstudy.open_run(c.parents[1]).config for c in curves]  # the ticket's two seeds
+    assert [(c.seed, c.prune.criterion, c.regime) for c in probed] == [
+        (0, "magnitude", "rewind"),
+        (1, "magnitude", "rewind"),
+    ]
+    drawn = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {f"{name}.png" for name in (*FIGURES, "lmc")} <= drawn
+
+
 def test_missing_arms_and_levels_are_reported_not_a_crash(figures, sweep, tmp_path, capsys):
     partial = tmp_path / "sweep"
     shutil.copytree(  # only the magnitude runs, and one of them without its last level

@@ -9,7 +9,7 @@ along the line between them is written to RUN/analysis/lmc_levelLL_seeds1-2.csv,
 script (figures.py) reads the curves. Sweep directories first, options after them:
 
     python analysis/structure/lmc.py SWEEP_DIR [SWEEP_DIR ...] [--model lenet5] [--levels 2 5 7]
-                                     [--seeds 0 1 2] [--data DIR]
+                                     [--seeds 0 1 2] [--data DIR] [--device cuda]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--levels", nargs="+", type=int, default=[2, 5, 7])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="run seeds")
     parser.add_argument("--data", type=Path, help="data directory (default: the runs' own)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     return parser.parse_args(argv)
 
 
@@ -59,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if out.exists() or level not in member.run.levels:
                 continue
             began = time.perf_counter()
-            result = lmc_probe(member.run, level, data_root=args.data, seeds=SEEDS)
+            result = lmc_probe(
+                member.run, level, data_root=args.data, seeds=SEEDS, device=args.device
+            )
             out.parent.mkdir(parents=True, exist_ok=True)
             result.curve.to_csv(out, index=False)
             print(
