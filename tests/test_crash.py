@@ -14,13 +14,17 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CONV_BASE
 
 import maskstudy.train.loop as loop
 from maskstudy import open_run, open_sweep
@@ -354,6 +358,39 @@ def test_a_killed_lock_holder_leaves_the_run_free(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and (run_dir / ".lock").is_file()
     assert not is_locked(run_dir) and run_state(run_dir, 2) == ("pending", 0, "")
+
+
+def sweep_workers(pid: int) -> list[int]:
+    """The pool workers among the children of process ``pid`` (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs: not gone and not a zombie waiting for a reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux's")
+def test_killing_a_sweep_ends_its_workers_and_its_runs_resume(tmp_path):
+    (tmp_path / "long.toml").write_text(TINY_CONV_BASE.replace('"6it"', '"100000it"'))
+    command = [sys.executable, "-m", "maskstudy.cli", "sweep", str(tmp_path / "long.toml")]
+    sweep = subprocess.Popen([*command, "--out", str(tmp_path / "sweep"), "--jobs", "2", "--quiet"])
+    deadline = time.monotonic() + 120
+    while len(sweep_workers(sweep.pid)) < 2 or len(list(tmp_path.glob("sweep/*/.lock"))) < 2:
+        assert time.monotonic() < deadline and sweep.poll() is None, "the sweep never started"
+        time.sleep(0.2)
+    workers = sweep_workers(sweep.pid)
+    sweep.send_signal(signal.SIGTERM)  # the sweep's process alone, as `kill PID` or a scheduler
+    sweep.wait(timeout=30)
+    while any(map(is_alive, workers)):
+        assert time.monotonic() < deadline, f"workers {workers} outlived their sweep"
+        time.sleep(0.2)
+    states = [run_state(d, 3)[0] for d in sorted(tmp_path.glob("sweep/conv2-*"))]
+    assert states == ["pending", "pending"]  # locks released: a new sweep takes the runs up
 
 
 def test_a_second_sweep_process_starting_mid_write_of_sweep_toml_joins_it(tmp_path):

@@ -8,7 +8,10 @@ and every executor trains the same bytes.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -53,6 +56,20 @@ class Executor(Protocol):
         """Train ``tasks`` into the sweep directory ``out``, each run streaming its evaluations
         to the loggers ``log`` (runs/loggers.py); the outcome counts."""
         ...
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker with SIGTERM when the sweep's process dies (killed,
+    out of memory, a scheduler's SIGTERM), instead of training on unseen. A run it leaves
+    half-trained resumes at its last checkpoint. Linux only (prctl); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def available_devices(device: str | None) -> list[str | None]:
@@ -102,7 +119,12 @@ class Local:
                 outcomes.update(found.values())
             return outcomes
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
         futures: set[Future] = set()
         try:
             for i, task in enumerate(tasks):
