@@ -11,6 +11,7 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -53,15 +54,22 @@ MAGNITUDE = "magnitude · rewind θ0"
 ARGS = ["--format", "png", "--permutations", "9"]
 
 
+def study_script(file: str, name: str) -> ModuleType:
+    """One of analysis/structure/'s scripts, loaded as a module registered under ``name`` (its
+    dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(file))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def figures():
-    """The script as a module (registered: its dataclasses look their module up)."""
-    spec = importlib.util.spec_from_file_location("structure_figures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    """figures.py as a module, unregistered after the module's tests."""
+    module = study_script("figures.py", "structure_figures")
     yield module
-    del sys.modules[spec.name]
+    del sys.modules[module.__name__]
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +196,7 @@ def test_a_filter_of_a_one_input_layer_is_noted_as_a_kernel(study):
 def test_lmc_script_probes_once_and_the_figures_read_its_barriers(figures, sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
-    spec = importlib.util.spec_from_file_location("structure_lmc", SCRIPT.with_name("lmc.py"))
-    lmc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lmc)
+    lmc = study_script("lmc.py", "structure_lmc")
     argv = [str(copy), "--model", "conv2", "--levels", "1", "--seeds", "0"]
     assert lmc.main(argv) == 0
     curves = sorted(copy.glob("*/analysis/lmc_level01_seeds1-2.csv"))
@@ -210,11 +216,7 @@ def test_lmc_script_probes_once_and_the_figures_read_its_barriers(figures, sweep
 def test_convergence_pairs_each_long_run_with_its_twin_and_compares_per_level(sweep, tmp_path):
     from maskstudy.runs.executors import run_sweep
 
-    spec = importlib.util.spec_from_file_location(
-        "structure_conv", SCRIPT.with_name("convergence.py")
-    )
-    convergence = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convergence)
+    convergence = study_script("convergence.py", "structure_conv")
     long_toml = (
         TINY_CONV_BASE.replace('"6it"', '"12it"') + '"prune.layer_amounts" = {output = 0.2}\n'
     )
@@ -247,9 +249,7 @@ def conv_expected(mask: np.ndarray) -> float:
 
 
 def test_run_all_resumes_the_sweeps_then_probes_and_draws_everything(sweep, tmp_path):
-    spec = importlib.util.spec_from_file_location("structure_all", SCRIPT.with_name("run_all.py"))
-    run_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_all)
+    run_all = study_script("run_all.py", "structure_all")
     shutil.copytree(sweep, tmp_path / "sweeps" / "tiny")
     (tmp_path / "tiny.toml").write_text(TINY_STRUCTURE_SWEEP)
     done = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweeps").glob("*/*/levels/*/DONE")}
