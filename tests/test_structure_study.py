@@ -213,6 +213,40 @@ def test_lmc_script_probes_once_and_the_figures_read_its_barriers(figures, sweep
     assert row["mean"] == pytest.approx(barrier, abs=1e-12)
 
 
+def test_a_lone_point_shows_its_interval_as_an_error_bar_and_a_line_as_a_band(figures):
+    import matplotlib.pyplot as plt
+
+    arm = figures.Arm(MAGNITUDE, "magnitude", "layer", "rewind", False)
+    lone = pd.DataFrame({"percent_remaining": [2.9], "mean": [8.0], "lo": [6.0], "hi": [11.0]})
+    fig, (left, right) = plt.subplots(1, 2)
+    figures.banded_line(left, lone, arm, "mean", "lo", "hi")
+    (bar,) = left.containers
+    (segment,) = bar.lines[2][0].get_segments()
+    assert segment[:, 1].tolist() == [6.0, 11.0]
+    assert list(left.collections) == [bar.lines[2][0]]  # the error bar's segment, no band
+    line = pd.concat([lone, lone.assign(percent_remaining=4.6)])
+    figures.banded_line(right, line, arm, "mean", "lo", "hi")
+    assert not right.containers and len(right.collections) == 1  # the band
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "labels"),
+    [(0.3, 3, ["0.5", "1", "2"]), (0.01, 1000, ["0.01", "0.1", "1", "10", "100", "1000"])],
+)
+def test_a_log_axis_is_labelled_between_decades_only_where_it_spans_few(figures, low, high, labels):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [low, high])
+    figures.log_y(ax)
+    fig.canvas.draw()
+    ticks = [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]
+    shown = {t.get_position()[1]: t.get_text() for t in ticks if t.get_text()}
+    assert [shown[v] for v in sorted(shown) if low <= v <= high] == labels
+    plt.close(fig)
+
+
 def test_convergence_pairs_each_long_run_with_its_twin_and_compares_per_level(sweep, tmp_path):
     from maskstudy.runs.executors import run_sweep
 

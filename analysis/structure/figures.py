@@ -32,7 +32,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, NullLocator
 
 from maskstudy.analysis.lmc import STABLE_BARRIER
 from maskstudy.analysis.structure import kernel_histogram
@@ -155,12 +155,17 @@ def remaining_axis(ax: Axes, values: pd.Series, label: str) -> None:
 
 
 def banded_line(ax: Axes, rows: pd.DataFrame, arm: Arm, y: str, lo: str, hi: str) -> None:
-    """The arm's mean over seeds vs % remaining with its 95 % band (where it has one)."""
+    """The arm's mean over seeds vs % remaining with its 95 % band (where it has one); an
+    error bar instead where the arm has a single point, which a band would not show."""
     rows = rows.sort_values("percent_remaining")
     style = arm_style(arm)
     x = rows["percent_remaining"]
     ax.plot(x, rows[y], marker="o", ms=2.5, **style)
-    ax.fill_between(x, rows[lo], rows[hi], color=style["color"], alpha=0.15, lw=0)
+    if len(rows) > 1:
+        ax.fill_between(x, rows[lo], rows[hi], color=style["color"], alpha=0.15, lw=0)
+    elif rows[[lo, hi]].notna().all(axis=None):
+        below, above = rows[y] - rows[lo], rows[hi] - rows[y]
+        ax.errorbar(x, rows[y], yerr=[below, above], fmt="none", ecolor=style["color"], capsize=2)
 
 
 def edge_marks(ax: Axes, x: pd.Series, y: float, marker: str, arm: Arm) -> None:
@@ -178,10 +183,16 @@ def spans_decades(values: np.ndarray) -> bool:
 
 
 def log_y(ax: Axes) -> None:
-    """A log y-axis labelled in plain numbers at its decades only."""
+    """A log y-axis labelled in plain numbers at its decades, and between them too where it
+    spans less than two decades (else a panel of 0.3–3 would read '1' alone)."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_minor_formatter(NullFormatter())
+
+    def between_decades(value: float, _: int) -> str:
+        low, high = ax.get_ylim()
+        return f"{value:g}" if high < 100 * low and f"{value:.0e}"[0] in "25" else ""
+
+    ax.yaxis.set_minor_formatter(between_decades)
 
 
 def index_limits(data: pd.DataFrame) -> tuple[bool, float, float]:
@@ -521,7 +532,8 @@ def lmc_figure(lmc: pd.DataFrame, study: Study) -> Figure:
     fig = curve_panels(study, points, grid, models, [ylabel], title)
     for ax in fig.axes[: len(models)]:
         ax.axhline(100 * STABLE_BARRIER, **CHANCE, zorder=1)
-        ax.set_ylim(bottom=0)
+        if ax.get_yscale() == "linear":  # a log axis (barriers spanning decades) has no 0
+            ax.set_ylim(bottom=0)
     return fig
 
 
