@@ -28,6 +28,7 @@ from maskstudy.plots.structure import conv_mask_images, dead_units_vs_level, ker
 from maskstudy.plots.style import (
     criterion_color,
     method_label,
+    method_line,
     regime_color,
     regime_linestyle,
     study_title,
@@ -129,6 +130,19 @@ def test_accuracy_ci_of_two_seeds_is_their_range_and_none_draws_no_band():
     assert band(ax)[64.0] == pytest.approx((92.0, 92.4))
     ax = accuracy_vs_remaining(runs_table(), band="none").axes[0]
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_a_method_line_of_one_point_shows_its_band_as_an_error_bar():
+    fig, ax = plt.subplots()
+    method_line(ax, [2.9], [8.0], "magnitude", "rewind", band=([6.0], [11.0]))
+    (bar,) = ax.containers
+    (segment,) = bar.lines[2][0].get_segments()
+    assert segment[:, 1].tolist() == [6.0, 11.0]
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+    method_line(ax, [4.6], [8.0], "random", "rewind", band=([8.0], [8.0]))  # no width: no bar
+    method_line(ax, [1.0], [8.0], "random", "rewind", band=([np.nan], [np.nan]))  # unknown
+    assert len(ax.containers) == 1
+    plt.close(fig)
 
 
 def test_early_stop_variant_is_not_scaled():

@@ -61,6 +61,7 @@ from maskstudy.plots.style import (
     WHOLE,
     apply_style,
     chance_line,
+    interval_band,
     layer_label,
     legend_below,
     method_style,
@@ -155,17 +156,13 @@ def remaining_axis(ax: Axes, values: pd.Series, label: str) -> None:
 
 
 def banded_line(ax: Axes, rows: pd.DataFrame, arm: Arm, y: str, lo: str, hi: str) -> None:
-    """The arm's mean over seeds vs % remaining with its 95 % band (where it has one); an
-    error bar instead where the arm has a single point, which a band would not show."""
+    """The arm's mean over seeds vs % remaining with its 95 % band (where it has one; an error
+    bar where the arm has a single point: style.interval_band)."""
     rows = rows.sort_values("percent_remaining")
     style = arm_style(arm)
     x = rows["percent_remaining"]
     ax.plot(x, rows[y], marker="o", ms=2.5, **style)
-    if len(rows) > 1:
-        ax.fill_between(x, rows[lo], rows[hi], color=style["color"], alpha=0.15, lw=0)
-    elif rows[[lo, hi]].notna().all(axis=None):
-        below, above = rows[y] - rows[lo], rows[hi] - rows[y]
-        ax.errorbar(x, rows[y], yerr=[below, above], fmt="none", ecolor=style["color"], capsize=2)
+    interval_band(ax, x, rows[lo], rows[hi], color=style["color"])
 
 
 def edge_marks(ax: Axes, x: pd.Series, y: float, marker: str, arm: Arm) -> None:

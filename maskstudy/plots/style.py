@@ -270,8 +270,21 @@ def method_line(
     style = method_style(criterion, regime, by_regime)
     (line,) = ax.plot(x, y, marker=marker, ms=2.5, label=method_label(criterion, regime), **style)
     if band is not None:
-        ax.fill_between(x, band[0], band[1], color=style["color"], alpha=0.15, lw=0)
+        interval_band(ax, x, *band, color=style["color"])
     return line
+
+
+def interval_band(
+    ax: Axes, x: Sequence[float], lo: Sequence[float], hi: Sequence[float], color: Any
+) -> None:
+    """The shaded band between ``lo`` and ``hi``; an error bar instead where there is a single
+    x, which a band would not show (none where that interval is unknown or has no width)."""
+    x, lo, hi = (np.asarray(v, dtype=float) for v in (x, lo, hi))
+    if len(x) > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    elif len(x) == 1 and np.isfinite([lo, hi]).all() and hi[0] > lo[0]:
+        middle, half = (lo + hi) / 2, (hi - lo) / 2
+        ax.errorbar(x, middle, yerr=half, fmt="none", ecolor=color, capsize=2)
 
 
 MAX_LEGEND_COLUMNS = 4  # entries per legend row that fit a single column
