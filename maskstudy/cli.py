@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--short", action="store_true", help="leave out the run ids")
     st.set_defaults(command="status")
 
-    ls = sub.add_parser("ls", help="the runs of a sweep or folder: levels, % remaining, accuracy")
+    ls = sub.add_parser("ls", help="the runs of a sweep or folder: levels, %% remaining, accuracy")
     ls.add_argument("dir", help="sweep, run or folder of runs")
     ls.set_defaults(command="ls")
 

@@ -22,3 +22,16 @@ def test_training_commands_load_no_analysis_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_help_text_renders_as_written(capsys):
+    """argparse %-formats help strings: a bare '%' (as in '% remaining') prints the parser's
+    internals instead of the text. The top-level help and each command's own help must show
+    the text as written."""
+    from maskstudy.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for text in [parser.format_help()] + [p.format_help() for p in commands.values()]:
+        assert "option_strings" not in text and "'dest'" not in text
+    assert "levels, % remaining, accuracy" in " ".join(parser.format_help().split())
