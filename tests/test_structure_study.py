@@ -31,6 +31,7 @@ from maskstudy.analysis.structure_study import (
     over_seeds,
     structure_index_summary,
 )
+from maskstudy.errors import ConfigError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "structure" / "figures.py"
 FIGURES = (
@@ -191,6 +192,59 @@ def test_a_filter_of_a_one_input_layer_is_noted_as_a_kernel(study):
     assert not (
         filters[~filters["layer"].isin(single)]["note"] == "one input channel: a filter is a kernel"
     ).any()
+
+
+def tables_of(folder: Path) -> dict[str, str]:
+    """Every CSV figures.py wrote into ``folder`` but coverage (it names the sweep folders)."""
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.csv")) if p.name != "coverage.csv"}
+
+
+def test_a_study_run_in_pieces_gives_the_tables_of_one_sweep(figures, sweep, tmp_path):
+    """Seed 0 in one sweep folder, seed 1 in another (two machines), each summarised by
+    figures.py, then the two results folders merged: every table, LMC included, is the one the
+    whole sweep gives, to the last digit; a results folder read again gives its own tables."""
+    whole = tmp_path / "whole"
+    shutil.copytree(sweep, whole)
+    lmc = study_script("lmc.py", "structure_lmc_pieces")
+    assert lmc.main([str(whole), "--model", "conv2", "--levels", "1", "--seeds", "0", "1"]) == 0
+    figures.main([str(whole), "--out", str(tmp_path / "reference"), *ARGS])
+    reference = tables_of(tmp_path / "reference")
+    assert {"lmc.csv", "lmc_seeds.csv", "accuracy_seeds.csv", "stability_seeds.csv"} <= set(
+        reference
+    )
+    for seed, other in ((0, 1), (1, 0)):
+        shutil.copytree(whole, tmp_path / f"s{seed}",
+                        ignore=lambda _, names, o=other: [n for n in names if f"-s{o}-" in n])  # fmt: skip
+        figures.main([str(tmp_path / f"s{seed}"), "--out", str(tmp_path / f"piece{seed}"), *ARGS])
+    assert tables_of(tmp_path / "piece0") != reference  # one seed alone is another study
+    report = figures.main(
+        [
+            str(tmp_path / "piece1"),
+            str(tmp_path / "piece0"),
+            "--out",
+            str(tmp_path / "merged"),
+            *ARGS,
+        ]
+    )
+    assert tables_of(tmp_path / "merged") == reference
+    assert {*FIGURES, "lmc"} <= set(report.drawn)
+    coverage = pd.read_csv(tmp_path / "merged" / "coverage.csv")
+    assert (coverage["state"] == "done").all() and len(coverage) == 6
+    figures.main([str(tmp_path / "reference"), "--out", str(tmp_path / "again"), *ARGS])
+    assert tables_of(tmp_path / "again") == reference
+
+
+def test_pieces_of_different_datasets_or_from_an_older_script_are_refused(figures, study, tmp_path):
+    out, _ = study
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    coverage = pd.read_csv(other / "coverage.csv")
+    coverage.assign(dataset="mnist").to_csv(other / "coverage.csv", index=False)
+    with pytest.raises(ConfigError, match="different datasets .* once per dataset"):
+        figures.main([str(out), str(other), "--out", str(tmp_path / "x"), *ARGS])
+    coverage.drop(columns=["criterion", "dataset"]).to_csv(other / "coverage.csv", index=False)
+    with pytest.raises(ConfigError, match="lacks criterion, dataset: .* older figures.py"):
+        figures.main([str(other), "--out", str(tmp_path / "y"), *ARGS])
 
 
 def test_lmc_script_probes_once_and_the_figures_read_its_barriers(figures, sweep, tmp_path):

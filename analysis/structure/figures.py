@@ -10,10 +10,12 @@ distance); the overlap of dead filters with those the L1-filter arm removed (lif
 weight stability; test accuracy and the last epoch's gain of every level (convergence). Reads
 finished or partial sweeps, says which runs and levels are missing, and skips what they cannot
 support. The arms, the runs they read and the tables over seeds are in structure_arms.py beside
-this script; the figures and the command are here. Sweep directories come first, options after
-them:
+this script, what the tables are computed from (saved into --out, so that a folder this script
+wrote can be given again in place of its sweeps, and several merged) in pieces.py; the figures
+and the command are here. Sweep directories (or folders this script wrote) come first, options
+after them:
 
-    python analysis/structure/figures.py SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--format pdf,png] [--permutations N]
+    python analysis/structure/figures.py DIR [DIR ...] [--out DIR] [--format pdf,png] [--permutations N]
 """
 
 from __future__ import annotations
@@ -38,14 +40,12 @@ from maskstudy.analysis.lmc import STABLE_BARRIER
 from maskstudy.analysis.structure import kernel_histogram
 from maskstudy.analysis.structure_study import (
     KEYS,
-    conv_masks,
     convergence_summary,
     dead_source_seeds,
     dead_source_summary,
     dead_unit_seeds,
     kernel_count_seeds,
     kernel_count_summary,
-    last_epoch_gains,
     resemblance_seeds,
     resemblance_summary,
     structure_index_summary,
@@ -67,10 +67,19 @@ from maskstudy.plots.style import (
     method_style,
     panel_grid,
 )
-from maskstudy.runs.table import runs_frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study's runs and tables
 
+from pieces import (  # noqa: E402
+    FRAMES,
+    MASKS,
+    Inputs,
+    inputs_from_runs,
+    is_saved,
+    load_inputs,
+    merge_inputs,
+    save_inputs,
+)
 from structure_arms import (  # noqa: E402
     FINETUNE,
     KEY_LEVELS,
@@ -85,13 +94,11 @@ from structure_arms import (  # noqa: E402
     interval,
     key_table,
     key_wide,
-    lmc_seeds,
     lmc_summary,
     missing_report,
     read_study,
     sparsest,
     stability_summary,
-    with_ids,
 )
 
 PERMUTATIONS = 999  # random masks per permutation test (per seed, layer, level and unit)
@@ -585,35 +592,39 @@ def structure_tables(
     return tables
 
 
-def study_tables(
-    study: Study, permutations: int, notes: list[str]
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Every table of the study (by CSV name) and the conv masks they were computed from."""
-    members = [m for m in study.members if m.run.levels]
-    runs, ids = [m.run for m in members], [m.ids for m in members]
-    frame = with_ids(runs_frame(runs), members)
-    tables = {"accuracy": study.arrange(accuracy_summary(frame))}
-    stability = stability_summary(members, frame)
-    if stability.empty:
+def study_tables(inputs: Inputs, permutations: int, notes: list[str]) -> dict[str, pd.DataFrame]:
+    """Every table of the study (by CSV name), from its inputs."""
+    study, frames, masks = inputs.study, inputs.frames, inputs.masks
+    tables = {"accuracy": study.arrange(accuracy_summary(frames["accuracy"]))}
+    if frames["stability"].empty:
         notes.append("stability: skipped, no pruned level completed yet")
     else:
-        tables["stability"] = study.arrange(stability)
-    gains = last_epoch_gains(runs, ids)
+        tables["stability"] = study.arrange(stability_summary(frames["stability"]))
+    gains = frames["gains"]
     tables["convergence"] = study.arrange(convergence_summary(gains)) if not gains.empty else gains
-    lmc = lmc_seeds(members, frame)
-    if lmc.empty:
+    if frames["lmc"].empty:
         notes.append("lmc: skipped, no curve from analysis/structure/lmc.py yet")
     else:
-        tables["lmc_seeds"], tables["lmc"] = study.arrange(lmc), study.arrange(lmc_summary(lmc))
-    masks = conv_masks(runs, ids)
+        tables["lmc"] = study.arrange(lmc_summary(frames["lmc"]))
     if masks.empty:
         notes.append("structure tables: skipped, no pruned level completed yet")
-        return tables, masks
+        return tables
     tables |= structure_tables(masks, study, permutations, notes)
     tables["key_table"] = study.arrange(
         key_table(tables["structure_index"], tables.get("resemblance", pd.DataFrame()))
     )
-    return tables, masks
+    return tables
+
+
+def read_inputs(folders: Sequence[Path], notes: list[str]) -> Inputs:
+    """The study of the given folders: the sweep directories read together from their runs,
+    each folder of saved inputs (a results folder of this script) loaded, all merged."""
+    saved = [f for f in folders if is_saved(f) and not (f / "sweep.toml").exists()]
+    sweeps = [f for f in folders if f not in saved]
+    parts = [inputs_from_runs(read_study(sweeps))] if sweeps else []
+    parts += [load_inputs(f) for f in saved]
+    names = ([" + ".join(map(str, sweeps))] if sweeps else []) + [str(f) for f in saved]
+    return merge_inputs(parts, names, notes)
 
 
 def needs(tables: dict[str, pd.DataFrame], *names: str) -> list[pd.DataFrame]:
@@ -678,22 +689,24 @@ def print_dead_sources(sources: pd.DataFrame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> FigureReport:
-    """Read the sweeps, write every table as out/<name>.csv and every figure the runs support,
-    print what is missing, the key table and what was drawn or skipped, and why."""
-    args, sweeps, permutations = parse_args(argv)
-    study = read_study(sweeps)
+    """Read the sweeps and saved folders, save their inputs and write every table as
+    out/<name>.csv and every figure the runs support, print what is missing, the key table and
+    what was drawn or skipped, and why."""
+    args, folders, permutations = parse_args(argv)
+    notes: list[str] = []
+    inputs = read_inputs(folders, notes)
+    study, masks = inputs.study, inputs.masks
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    study.coverage.to_csv(out / "coverage.csv", index=False)
+    save_inputs(inputs, out)
     print(
         f"runs per model and arm, done / planned (the others: state, levels done):\n{missing_report(study)}"
     )
     report = FigureReport()
-    if not any(m.run.levels for m in study.members):
+    if inputs.empty:
         print("no completed level yet: nothing to analyse")
         return report
-    notes: list[str] = []
-    tables, masks = study_tables(study, permutations, notes)
+    tables = study_tables(inputs, permutations, notes)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     if "key_table" in tables:
@@ -712,7 +725,8 @@ def main(argv: Sequence[str] | None = None) -> FigureReport:
     for name, build in figures.items():
         draw(report, out, args.formats, name, build)
     print("\n" + "\n".join([str(report), *notes]))
-    print(f"tables ({', '.join(f'{n}.csv' for n in tables)}) and figures: {out}")
+    print(f"tables ({', '.join(f'{n}.csv' for n in tables)}), the inputs they were computed "
+          f"from ({MASKS}, {', '.join(FRAMES.values())}) and figures: {out}")  # fmt: skip
     return report
 
 

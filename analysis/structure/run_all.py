@@ -3,8 +3,9 @@ linear-mode-connectivity probes, the convergence pairs, then every table and fig
 wall time of each step in OUT/wall_times.csv. Every step resumes (finished runs and probes are
 read back, not redone), so a call that stops midway picks up where it left off.
 
-On this project's 2-core CPU machines the sweeps take about 30 hours, so there the study needs a
-disk that outlives the session; a GPU (--device cuda with several --jobs) is the way to run it
+On this project's 2-core CPU machines the sweeps take about 30 hours, so there the study runs in
+pieces: a few seeds per session, each piece's inputs saved by figures.py and merged by it later
+(the study's README, 'In pieces'); a GPU (--device cuda with several --jobs) is the way to run it
 in one sitting, not yet measured here.
 --data, --device, --jobs and --replicas go to every sweep; --data and --device to every probe:
 

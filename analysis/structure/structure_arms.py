@@ -189,8 +189,11 @@ def read_study(sweep_dirs: Sequence[Path]) -> Study:
     for run_id, (flat, state, run, path) in planned.items():
         where = f" · {dataset_words(flat['data.name'])}" if len(datasets) > 1 else ""
         ids = {"model": model_words(flat) + where, "arm": arm_of(flat), "seed": flat["seed"]}
-        states.append({**ids, "arm": ids["arm"].name, "run_id": run_id, "sweep": str(path),
-                       "state": state["state"], "levels": state["levels"]})  # fmt: skip
+        arm = ids["arm"]
+        states.append({**ids, "arm": arm.name, "run_id": run_id, "sweep": str(path),
+                       "state": state["state"], "levels": state["levels"],
+                       "criterion": arm.criterion, "scope": arm.scope, "regime": arm.regime,
+                       "late": arm.late, "dataset": flat["data.name"]})  # fmt: skip
         if run is not None:
             members.append(Member(run, **ids))
     arms = sorted({arm_of(flat) for flat, *_ in planned.values()}, key=lambda a: a.order)
@@ -221,18 +224,25 @@ def with_ids(table: pd.DataFrame, members: Sequence[Member]) -> pd.DataFrame:
     return table.drop(columns=own).merge(ids, on="run_id")
 
 
-def stability_summary(members: Sequence[Member], frame: pd.DataFrame) -> pd.DataFrame:
-    """stability_table of the runs: per model, layer ('all' = whole network), arm, level and
-    measure, the mean and 95 % interval over seeds, at the level's mean % remaining."""
+def stability_seeds(members: Sequence[Member], frame: pd.DataFrame) -> pd.DataFrame:
+    """stability_table of the runs' pruned levels: per run (model, arm, seed), layer ('all' =
+    whole network) and level, the STABILITY measures at the level's % of the network remaining."""
     table = stability_table([m.run for m in members])
     table = with_ids(table[table["level"] > 0], members)
     table = table.merge(frame[["run_id", "level", "percent_remaining"]], on=["run_id", "level"])
+    measures = [m for m in STABILITY if m in table]
+    return table[["model", "arm", "seed", "layer", "level", "percent_remaining", *measures]]
+
+
+def stability_summary(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per model, layer, arm, level and measure of :func:`stability_seeds`: the mean and 95 %
+    interval over seeds, at the level's mean % remaining."""
     keys = ["model", "layer", "arm", "level"]
-    x = table.groupby(keys)["percent_remaining"].mean().reset_index()
+    x = seeds.groupby(keys)["percent_remaining"].mean().reset_index()
     parts = [
-        mean_band(table, measure, keys).assign(measure=measure).merge(x, on=keys)
+        mean_band(seeds, measure, keys).assign(measure=measure).merge(x, on=keys)
         for measure in STABILITY
-        if table[measure].notna().any()
+        if measure in seeds and seeds[measure].notna().any()
     ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -335,7 +345,8 @@ def key_table(index: pd.DataFrame, resemblance: pd.DataFrame) -> pd.DataFrame:
             (lift, lift_cells(resemblance)),
             (density, density_cells(resemblance)),
         ):
-            table = table.merge(cells, on=[*KEYS, "unit"], how="left").fillna({column: ""})
+            table = table.merge(cells, on=[*KEYS, "unit"], how="left")
+            table = table.astype({column: object}).fillna({column: ""})  # no cell: float nan
     single = pd.MultiIndex.from_frame(
         index.loc[(index["unit"] == "channel") & (index["groups"] == 1), ["model", "layer"]]
     )
