@@ -120,6 +120,7 @@ def test_levels_read_back_through_open_run(tmp_path):
     assert len(r.history()) == 6
     info = json.loads((run.path / "config.json").read_text())
     assert set(info["versions"]) >= {"maskstudy", "torch", "python"} and info["seed"] == 0
+    assert info["versions"]["cpu"].endswith(torch.backends.cpu.get_cpu_capability())
 
 
 def test_a_level_without_done_is_not_complete(tmp_path):

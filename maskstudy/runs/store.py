@@ -64,11 +64,14 @@ def level_dir(run_dir: Path, level: int) -> Path:
 
 
 def versions() -> dict[str, str]:
+    """What trained the run: package versions and the CPU's vector unit as torch uses it (a
+    seed trains the same bytes on one machine; AVX2 and AVX-512 kernels round differently)."""
     return {
         "maskstudy": version("maskstudy"),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
     }
 
 
