@@ -90,7 +90,8 @@ def study(figures, sweep, tmp_path_factory):
 
 
 COLUMNS = {
-    "coverage": {"model", "arm", "seed", "state", "levels"},
+    "coverage": {"model", "arm", "seed", "state", "levels", "criterion", "scope", "regime", "late",
+                 "dataset", "cpu"},
     "structure_seeds": {"layer", "arm", "level", "seed", "unit", "dead", "expected", "p_value"},
     "structure_index": {"unit", "dead", "dead_lo", "dead_hi", "expected", "index", "index_lo",
                         "index_hi", "p_fisher", "seeds", "percent_remaining", "note"},
@@ -230,6 +231,7 @@ def test_a_study_run_in_pieces_gives_the_tables_of_one_sweep(figures, sweep, tmp
     assert {*FIGURES, "lmc"} <= set(report.drawn)
     coverage = pd.read_csv(tmp_path / "merged" / "coverage.csv")
     assert (coverage["state"] == "done").all() and len(coverage) == 6
+    assert coverage["cpu"].str.endswith(torch.backends.cpu.get_cpu_capability()).all()
     figures.main([str(tmp_path / "reference"), "--out", str(tmp_path / "again"), *ARGS])
     assert tables_of(tmp_path / "again") == reference
 

@@ -167,6 +167,12 @@ class Study:
         )
 
 
+def trained_on(run: Run | None) -> str:
+    """The CPU the run's config.json records ('x86_64 AVX2'; '' for runs not started or
+    created before maskstudy recorded it): a seed trains other bytes on another vector unit."""
+    return "" if run is None else run.info.get("versions", {}).get("cpu", "")
+
+
 def read_study(sweep_dirs: Sequence[Path]) -> Study:
     """Every ordinary run the sweeps plan (a run in two sweeps once), its arm and model (named
     with its dataset when the sweeps hold several), and its state on disk."""
@@ -193,7 +199,8 @@ def read_study(sweep_dirs: Sequence[Path]) -> Study:
         states.append({**ids, "arm": arm.name, "run_id": run_id, "sweep": str(path),
                        "state": state["state"], "levels": state["levels"],
                        "criterion": arm.criterion, "scope": arm.scope, "regime": arm.regime,
-                       "late": arm.late, "dataset": flat["data.name"]})  # fmt: skip
+                       "late": arm.late, "dataset": flat["data.name"],
+                       "cpu": trained_on(run)})  # fmt: skip
         if run is not None:
             members.append(Member(run, **ids))
     arms = sorted({arm_of(flat) for flat, *_ in planned.values()}, key=lambda a: a.order)
