@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--cluster", help="submitit cluster: slurm (default when found), local, debug")
     w.add_argument("--extend", action="store_true", help="grow an existing sweep with a new file")
+    w.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train only these seeds of the file (the others stay planned, pending): a long "
+        "sweep split over sessions or machines",
+    )
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     _log_option(w, "the sweep file's log = [...], else none")
     w.set_defaults(command="sweep")

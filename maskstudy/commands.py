@@ -131,13 +131,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         extend=args.extend,
         progress=not args.quiet,
         log=args.log,
+        seeds=args.seeds,
     )
     print("this call: " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())))
     status = open_sweep(args.out).status()
     print(_totals(status))
     # a run that failed without leaving error.txt (full disk) or a Slurm job that timed out
-    # shows as partial or pending: the sweep is not complete, whatever the reason
-    unfinished = status["state"].isin(["failed", "partial", "pending"]).any()
+    # shows as partial or pending: the sweep (or the seeds asked for) is not complete
+    asked = status if args.seeds is None else status[status["seed"].isin(args.seeds)]
+    unfinished = asked["state"].isin(["failed", "partial", "pending"]).any()
     return 1 if outcomes.get("failed") or unfinished else 0
 
 

@@ -295,6 +295,33 @@ def test_a_file_with_the_same_runs_reruns_the_sweep_and_the_stored_file_is_kept(
     assert not list((root / "out").glob("sweep.*.toml"))
 
 
+def test_seeds_split_a_sweep_over_calls_without_another_sweep_file(tmp_path, capsys):
+    """--seeds trains those seeds only, the others stay planned (pending) and a later call
+    trains them into the same directory: the runs are those of one call, byte for byte."""
+    path = write(tmp_path, sweep_text(CRITERIA_GRID, seeds="[0, 1, 2]"))
+    out = tmp_path / "out"
+    assert (
+        main(["sweep", str(path), "--out", str(out), "--seeds", "2", "--quiet", "--jobs", "1"]) == 0
+    )
+    status = open_sweep(out).status()
+    assert sorted(status.loc[status["state"] == "done", "seed"]) == [2, 2]
+    assert set(status.loc[status["state"] != "done", "state"]) == {"pending"}
+    assert "6 runs: 2 done, 4 pending" in capsys.readouterr().out
+    assert run_sweep(path, out, progress=False, seeds=[0, 1], jobs=1) == {"trained": 4}
+    whole = tmp_path / "whole"
+    run_sweep(path, whole, progress=False, jobs=1)
+    for run in open_sweep(whole).runs:
+        for level in run.levels:
+            one_go, split = (
+                run.path / "levels" / f"{level:02d}",
+                out / run.run_id / "levels" / f"{level:02d}",
+            )
+            for file in ("final.safetensors", "mask.safetensors"):
+                assert (one_go / file).read_bytes() == (split / file).read_bytes()
+    with pytest.raises(ConfigError, match=r"seeds \[3\]: the sweep file's seeds are \[0, 1, 2\]"):
+        run_sweep(path, out, progress=False, seeds=[3])
+
+
 def test_a_failure_that_cannot_be_recorded_still_fails_the_sweep(tmp_path, monkeypatch, capsys):
     def full_disk(path, data):
         raise StoreError(f"could not write {path}: No space left on device")

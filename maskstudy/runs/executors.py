@@ -31,7 +31,7 @@ from maskstudy.runs.config import RunConfig
 from maskstudy.runs.loggers import check_loggers
 from maskstudy.runs.progress import interactive, level_line, report_level
 from maskstudy.runs.store import Run, levels_done
-from maskstudy.runs.sweep import prepare_sweep_dir
+from maskstudy.runs.sweep import SweepSpec, prepare_sweep_dir
 from maskstudy.runs.tasks import execute_task, plan_tasks
 from maskstudy.runs.verify import record_sweep
 
@@ -303,6 +303,18 @@ def _levels_listed(run_dir: Path) -> list[int]:
         return []
 
 
+def chosen_seeds(spec: SweepSpec, seeds: Sequence[int]) -> set[int]:
+    """``seeds`` as a set, each checked to be a seed of the sweep file."""
+    planned = sorted({c.seed for c in spec.configs})
+    unknown = [s for s in seeds if s not in planned]
+    if unknown or not seeds:
+        raise ConfigError(
+            f"seeds {list(seeds)}: the sweep file's seeds are {planned}; choose among them "
+            "(or leave the option out to train every seed)"
+        )
+    return set(seeds)
+
+
 def run_sweep(
     sweep_file: str | Path,
     out: str | Path,
@@ -317,8 +329,12 @@ def run_sweep(
     extend: bool = False,
     progress: bool = True,
     log: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Counter:
     """Run every run of ``sweep_file`` into ``out`` (skipping finished ones); outcome counts.
+
+    ``seeds``: train only the runs of these seeds of the file, e.g. a study split over machines
+    a few seeds at a time; the sweep directory still plans every run (the others pending).
 
     ``log``: the experiment loggers every run streams to (runs/loggers.py); None: the sweep
     file's ``log = [...]``, if any.
@@ -340,6 +356,8 @@ def run_sweep(
     spec = prepare_sweep_dir(sweep_file, out, extend, root, here)
     log = check_loggers(spec.log if log is None else log, "--log" if log else "sweep file: log")
     record_sweep(out)  # the sha256 of sweep.toml: verify finds an edited file
+    wanted = None if seeds is None else chosen_seeds(spec, seeds)
+    chosen = [c for c in spec.configs if wanted is None or c.seed in wanted]
     if executor == "local":
         executor = Local(jobs)
     elif executor == "slurm":
@@ -348,9 +366,9 @@ def run_sweep(
         executor = Ray()
     workers = (executor.jobs or default_jobs(device)) if isinstance(executor, Local) else None
     outcomes: Counter = Counter()
-    with _Progress(out, spec.configs, progress):
+    with _Progress(out, chosen, progress):
         for is_branch in (False, True):  # branches read their parents' levels: they go second
-            configs = [c for c in spec.configs if c.is_branch == is_branch]
+            configs = [c for c in chosen if c.is_branch == is_branch]
             tasks = plan_tasks(configs, replicas, workers)
             if tasks:
                 outcomes += executor.run(tasks, out, root, device, log)
