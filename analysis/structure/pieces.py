@@ -172,7 +172,7 @@ def merged_coverage(coverages: Sequence[pd.DataFrame], source: pd.DataFrame) -> 
 
 def merge_inputs(parts: Sequence[Inputs], names: Sequence[str], notes: list[str]) -> Inputs:
     """One study from several: each run's rows from the part that holds most of its levels
-    (the first of those on a tie; a note names the others), coverage from that part too (the
+    (the first of those on a tie; a note counts the runs held twice), coverage from that part too (the
     most advanced state for a run no part holds). Parts of different datasets are refused: a
     model would then need its dataset in its name, which the saved tables do not carry."""
     if len(parts) == 1:
