@@ -316,8 +316,9 @@ def index_figure(index: pd.DataFrame, study: Study) -> Figure:
 def dead_units_figure(index: pd.DataFrame, study: Study) -> Figure:
     """Dead filters and input channels, counted: each arm's mean over seeds with its band
     against the chance expectation of a layerwise random mask, in the conv layers with more than
-    one input channel. Where chance expects almost none, the index is a huge ratio; the counts
-    say how many units actually died."""
+    one input channel, each panel naming how many units its layer has (models differ). Where
+    chance expects almost none, the index is a huge ratio; the counts say how many units
+    actually died."""
     arms, shown = shown_arms(index, study)
     units = [u for u in CONV_UNITS if u != "kernel"]
     panels = [
@@ -335,8 +336,10 @@ def dead_units_figure(index: pd.DataFrame, study: Study) -> Figure:
         chance = rows[rows["arm"].isin(layerwise)].groupby("percent_remaining")["expected"].mean()
         chance_line(ax, chance.index, chance.to_numpy())
         ax.set_ylim(bottom=0)
+        ax.text(0.02, 0.94, f"of {int(rows['groups'].max())}", ha="left", va="top",
+                transform=ax.transAxes, fontsize=7, color="0.4")  # fmt: skip
         if (model, layer) == panels[0]:
-            ax.set_ylabel(f"{UNIT_LABELS[unit]}\n(of {int(rows['groups'].max())})")
+            ax.set_ylabel(UNIT_LABELS[unit])
     fig.suptitle(
         f"Dead filters and input channels of conv masks, {study.dataset}, "
         f"{seeds_words(shown['seeds'])} (mean count, 95 % bootstrap band)\nchance: the expected "
