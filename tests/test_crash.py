@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -367,11 +367,14 @@ def sweep_workers(pid: int) -> list[int]:
 
 
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` runs: not gone and not a zombie waiting for a reaper."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    """True while any thread of ``pid`` runs. The main thread of a dying process can be a
+    zombie while its other threads (torch's) still exit and hold its files, and so its locks:
+    the process is gone once every thread is gone or a zombie."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with suppress(FileNotFoundError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return any(state not in ("Z", "X") for state in states)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux's")
