@@ -368,11 +368,11 @@ def sweep_workers(pid: int) -> list[int]:
 
 def is_alive(pid: int) -> bool:
     """True while any thread of ``pid`` runs. The main thread of a dying process can be a
-    zombie while its other threads (torch's) still exit and hold its files, and so its locks:
+    zombie while its other threads still exit and hold its files, and so its locks:
     the process is gone once every thread is gone or a zombie."""
     states = []
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        with suppress(FileNotFoundError):
+        with suppress(FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
     return any(state not in ("Z", "X") for state in states)
 
