@@ -197,20 +197,20 @@ def test_a_filter_of_a_one_input_layer_is_noted_as_a_kernel(study):
 
 def test_mask_images_set_layers_with_several_inputs_side_by_side_when_two_exist(figures):
     arm, inputs = MAGNITUDE, {"conv1": 1, "conv2": 4, "conv3": 8}
-    masks = pd.DataFrame([{"model": "m", "layer": name, "mask": np.ones((2, n, 3, 3), bool)}
-                          for name, n in inputs.items()])  # fmt: skip
+    channels = [{"arm": arm, "unit": "channel", "model": "m", "layer": name, "level": 2,
+                 "groups": n, "index": np.nan} for name, n in inputs.items()]  # fmt: skip
     index = pd.DataFrame([
         {"arm": arm, "unit": "kernel", "model": "m", "layer": layer, "level": level, "index": value}
         for layer, level, value in [("conv1", 2, 0.5), ("conv2", 1, 0.2), ("conv2", 2, 1.3),
                                     ("conv3", 2, 1.1), ("conv3", 1, np.nan)]
-    ])  # fmt: skip
-    picks = figures.most_and_least_structured(masks, index, arm)
+    ] + channels)  # fmt: skip
+    picks = figures.most_and_least_structured(index, arm)
     assert [(p["layer"], p["index"]) for p in picks] == [("conv2", 1.3), ("conv3", 1.1)]
     one_wide = index[index["layer"] != "conv3"]
-    picks = figures.most_and_least_structured(masks, one_wide, arm)
+    picks = figures.most_and_least_structured(one_wide, arm)
     assert [(p["layer"], p["index"]) for p in picks] == [("conv2", 1.3), ("conv1", 0.5)]
     with pytest.raises(figures.Unsupported, match="1 conv layer"):
-        figures.most_and_least_structured(masks, index[index["layer"] == "conv2"], arm)
+        figures.most_and_least_structured(index[index["layer"] == "conv2"], arm)
 
 
 def tables_of(folder: Path) -> dict[str, str]:

@@ -452,17 +452,15 @@ def mask_row(sub: SubFigure, rows: pd.DataFrame, pick: pd.Series, what: str, col
     )
 
 
-def most_and_least_structured(
-    masks: pd.DataFrame, index: pd.DataFrame, arm: str
-) -> list[pd.Series]:
+def most_and_least_structured(index: pd.DataFrame, arm: str) -> list[pd.Series]:
     """The index rows of ``arm``'s most and least structured conv layer by kernel index at its
     deepest level, both among the layers with several input channels where two or more have
     one (a one-input layer's image is a single column, its kernels its filters)."""
     rows = index[(index["arm"] == arm) & (index["unit"] == "kernel")]
     rows = rows[rows["level"] == rows.groupby(["model", "layer"])["level"].transform("max")]
     rows = rows[np.isfinite(rows["index"])]
-    inputs = masks.groupby(["model", "layer"])["mask"].first().map(lambda m: m.shape[1])
-    wide = rows[[inputs[place] > 1 for place in zip(rows["model"], rows["layer"], strict=True)]]
+    places = zip(rows["model"], rows["layer"], strict=True)
+    wide = rows[[not single_input(index, *place) for place in places]]
     rows = wide if len(wide) >= 2 else rows
     if len(rows) < 2:
         raise Unsupported(f"{len(rows)} conv layer(s) with a finite kernel index for {arm}: "
@@ -477,7 +475,7 @@ def mask_image_figure(masks: pd.DataFrame, index: pd.DataFrame, study: Study) ->
     arm = study.arm(TICKET)
     if arm is None:
         raise Unsupported("the sweeps plan no magnitude · rewind θ0 arm")
-    picks = most_and_least_structured(masks, index, arm.name)
+    picks = most_and_least_structured(index, arm.name)
     chosen = [select(masks, **p[KEYS]).sort_values("seed").head(3) for p in picks]
     apply_style()
     columns = max(len(c) for c in chosen)
